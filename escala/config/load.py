@@ -1,0 +1,141 @@
+"""Build a :class:`TrainConfig` from defaults, a TOML file and overrides, checking every value.
+
+Precedence: dataclass defaults < the TOML file < explicit overrides (command-line flags or keyword
+arguments of the Python API). Every problem becomes a :class:`UserError` that names the field (and
+the file, when the value came from one) and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from escala.config.schema import TrainConfig, field_specs
+from escala.errors import UserError
+
+
+def _type_of(name: str) -> Any:
+    hints = typing.get_type_hints(TrainConfig)
+    return hints[name]
+
+
+def _where(source: str | None) -> str:
+    return f"{source}: " if source else ""
+
+
+def coerce(name: str, value: Any, source: str | None = None) -> Any:
+    """Convert ``value`` (from TOML or a command-line string) to the declared type of field ``name``."""
+    spec = {f.name: f for f in field_specs()}[name]
+    kind = _type_of(name)
+    where = _where(source)
+    fromstring = isinstance(value, str)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                result = value
+            elif fromstring and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+                result = value.lower() in ("true", "1", "yes", "on")
+            else:
+                raise ValueError
+        elif kind is int:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError
+            result = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            result = float(value)
+        elif kind is str:
+            if not isinstance(value, str):
+                raise ValueError
+            result = value
+        else:  # tuple[int, ...]
+            items = [v for v in value.replace(",", " ").split()] if fromstring else value
+            if not isinstance(items, (list, tuple)) or any(isinstance(v, (bool, float)) for v in items):
+                raise ValueError
+            result = tuple(int(v) for v in items)
+    except (TypeError, ValueError):
+        wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+            kind, "a list of integers (e.g. 128,64)"
+        )
+        raise UserError(f"{where}field '{name}' must be {wanted}, got {value!r}") from None
+
+    choices = spec.metadata.get("choices")
+    if choices is not None and result not in choices:
+        raise UserError(f"{where}field '{name}' must be one of {', '.join(choices)}; got {result!r}")
+    low = spec.metadata.get("min")
+    if low is not None:
+        values = result if isinstance(result, tuple) else (result,)
+        if any(v < low for v in values):
+            raise UserError(f"{where}field '{name}' must be >= {low}, got {value!r}")
+    if isinstance(result, tuple) and name == "hidden" and any(v < 1 for v in result):
+        raise UserError(f"{where}field 'hidden' must hold widths >= 1, got {value!r}")
+    if isinstance(result, tuple) and name == "synthetic_shape" and (not result or any(v < 1 for v in result)):
+        raise UserError(f"{where}field 'synthetic_shape' must be dimensions >= 1, got {value!r}")
+    return result
+
+
+def _unknown(key: str, source: str | None) -> UserError:
+    names = [f.name for f in field_specs()]
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f"; allowed keys: {', '.join(names)}"
+    return UserError(f"{_where(source)}unknown key '{key}'{hint}")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; a ``[train]`` table is accepted as well as top-level keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"config file {path} is not valid TOML: {err}") from None
+    if "train" in data and isinstance(data["train"], dict):
+        rest = {k: v for k, v in data.items() if k != "train"}
+        data = {**rest, **data["train"]}
+    return data
+
+
+def build_config(
+    file: str | Path | None = None, overrides: dict[str, Any] | None = None, base: TrainConfig | None = None
+) -> TrainConfig:
+    """Defaults (or ``base``), then the TOML ``file``, then ``overrides``; all values checked."""
+    values = dataclasses.asdict(base) if base is not None else {}
+    names = {f.name for f in field_specs()}
+    layers: list[tuple[dict[str, Any], str | None]] = []
+    if file is not None:
+        layers.append((read_toml(file), str(file)))
+    if overrides:
+        layers.append((overrides, None))
+    for layer, source in layers:
+        for key, value in layer.items():
+            key_norm = key.replace("-", "_")
+            if key_norm not in names:
+                raise _unknown(key, source)
+            values[key_norm] = coerce(key_norm, value, source)
+    config = TrainConfig(**values)
+    check(config)
+    return config
+
+
+def check(config: TrainConfig) -> None:
+    """Rules that involve more than one field."""
+    if config.dataset == "mnist" and not config.data_dir:
+        raise UserError(
+            "field 'data_dir' is required with dataset 'mnist' (the directory holding the IDX files)"
+        )
+    if config.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("field 'device' is 'cuda' but no CUDA device is available; use cpu or auto")
+    if config.backend == "nccl" and config.device == "cpu":
+        raise UserError("field 'backend' nccl needs device cuda; use gloo on CPU")
+    if config.resume and config.overwrite:
+        raise UserError("fields 'resume' and 'overwrite' exclude each other: continue a run or replace it")

@@ -1,0 +1,103 @@
+"""The typed configuration of a training run.
+
+Every field carries its meaning in ``metadata["help"]``; the command line is generated from these
+fields, so ``escala train --help`` and the TOML keys can never drift apart. ``choices`` lists the
+values a string field allows and ``min`` the smallest value a number may take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+def _f(default, help: str, **meta):
+    """A dataclass field with its help text (and optional ``choices``/``min``) in the metadata."""
+    meta["help"] = help
+    if isinstance(default, (list, tuple)):
+        value = tuple(default)
+        return field(default_factory=lambda: value, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """What ``escala train`` and :func:`escala.train` run."""
+
+    # -- data -------------------------------------------------------------------------------------
+    dataset: str = _f("digits", "data set to train on", choices=("digits", "mnist", "synthetic"))
+    data_dir: str = _f("", "directory holding MNIST-format IDX files (for --dataset mnist)")
+    synthetic_samples: int = _f(4096, "number of samples of the synthetic data set", min=2)
+    synthetic_shape: tuple[int, ...] = _f((1, 8, 8), "input shape of the synthetic data set")
+    synthetic_classes: int = _f(10, "number of classes of the synthetic data set", min=2)
+
+    # -- model ------------------------------------------------------------------------------------
+    model: str = _f("mlp", "model to train", choices=("mlp", "lenet300", "lenet5", "resnet20", "resnet50"))
+    hidden: tuple[int, ...] = _f((128, 64), "hidden layer widths of the mlp model")
+    dropout: float = _f(0.0, "dropout probability after each hidden layer of the mlp model", min=0.0)
+
+    # -- optimisation -----------------------------------------------------------------------------
+    epochs: int = _f(10, "number of passes over the training data", min=1)
+    batch_size: int = _f(32, "mini-batch size per worker (the global batch is batch_size x workers)", min=1)
+    optimizer: str = _f("sgd", "optimizer", choices=("sgd", "adamw"))
+    lr: float = _f(0.1, "base learning rate", min=0.0)
+    momentum: float = _f(0.9, "SGD momentum", min=0.0)
+    weight_decay: float = _f(0.0, "weight decay (L2 for sgd, decoupled for adamw)", min=0.0)
+    schedule: str = _f(
+        "constant", "learning-rate schedule after warmup", choices=("constant", "cosine", "step")
+    )
+    step_epochs: int = _f(
+        30, "the 'step' schedule divides the learning rate by 10 every this many epochs", min=1
+    )
+    warmup_epochs: float = _f(
+        0.0,
+        "gradual warmup: ramp the learning rate linearly from lr/k to its target over these epochs",
+        min=0.0,
+    )
+    lr_scaling: str = _f(
+        "none",
+        "'linear' multiplies lr by global_batch / reference_batch (Goyal et al. 2017)",
+        choices=("none", "linear"),
+    )
+    reference_batch: int = _f(0, "batch size the base lr was tuned for (0: the per-worker batch_size)", min=0)
+    max_steps: int = _f(0, "stop after this many optimizer steps in total (0: no limit)", min=0)
+
+    # -- parallelism ------------------------------------------------------------------------------
+    workers: int = _f(1, "number of data-parallel worker processes on this machine", min=1)
+    strategy: str = _f("allreduce", "how workers combine their work", choices=("allreduce",))
+    backend: str = _f(
+        "auto", "torch.distributed backend (auto: nccl on GPU, gloo on CPU)", choices=("auto", "gloo", "nccl")
+    )
+    device: str = _f(
+        "auto",
+        "where to compute (auto: one GPU per worker when there are enough, else CPU)",
+        choices=("auto", "cpu", "cuda"),
+    )
+    threads: int = _f(0, "torch threads per worker (0: the machine's cores divided among the workers)", min=0)
+    timeout_s: float = _f(120.0, "seconds a collective or rendezvous may wait before the job fails", min=1.0)
+
+    # -- run --------------------------------------------------------------------------------------
+    seed: int = _f(0, "random seed (model initialisation, data order, dropout)")
+    out: str = _f(
+        "runs/escala", "output directory: metrics.jsonl, summary.json, checkpoints, TensorBoard events"
+    )
+    resume: bool = _f(False, "continue the run in --out from its last checkpoint")
+    overwrite: bool = _f(False, "replace a finished or stopped run already in --out")
+    checkpoint_every: int = _f(1, "write a checkpoint every this many epochs (the last epoch always)", min=1)
+    checkpoint_every_steps: int = _f(
+        0, "also write a checkpoint every this many steps (0: only per epoch)", min=0
+    )
+    tensorboard: bool = _f(True, "write TensorBoard event files when TensorBoard is installed")
+    progress: str = _f(
+        "auto",
+        "progress display: auto (bar on a terminal), bar, plain or none",
+        choices=("auto", "bar", "plain", "none"),
+    )
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.workers
+
+
+def field_specs():
+    """The fields of :class:`TrainConfig` in declaration order."""
+    return fields(TrainConfig)

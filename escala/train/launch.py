@@ -1,0 +1,149 @@
+"""Start a training run: in this process, in spawned local workers, or as one process of torchrun.
+
+The data set is loaded and the model built in the launching process, where a bad file or setting
+fails fast with one line. Spawned workers receive both (tensors travel through shared memory) so every
+replica starts from the same weights; under torchrun every process builds them itself from the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from escala.config import TrainConfig, build_config
+from escala.data import DataSplit, as_split, load_dataset
+from escala.errors import UserError
+from escala.models import build_model
+from escala.parallel import make_strategy
+from escala.runtime import WorkerContext, init_worker, shutdown, spawn_workers, under_torchrun
+from escala.train.rundir import checkpoint_path, prepare_out_dir
+from escala.train.trainer import Trainer
+
+ModelSpec = nn.Module | Callable[[tuple[int, ...], int], nn.Module] | None
+DataSpec = DataSplit | tuple | None
+
+
+def resolve_data(dataset: DataSpec, config: TrainConfig) -> DataSplit:
+    if dataset is None:
+        return load_dataset(
+            config.dataset,
+            config.data_dir or None,
+            seed=config.seed,
+            synthetic_samples=config.synthetic_samples,
+            synthetic_shape=tuple(config.synthetic_shape),
+            synthetic_classes=config.synthetic_classes,
+        )
+    if isinstance(dataset, DataSplit):
+        return dataset
+    if isinstance(dataset, tuple) and len(dataset) == 2:
+        return as_split(*dataset)
+    raise UserError(
+        "dataset must be a DataSplit, a (train, val) pair of torch Datasets, or None to use the config"
+    )
+
+
+def resolve_model(model: ModelSpec, data: DataSplit, config: TrainConfig) -> nn.Module:
+    torch.manual_seed(config.seed)  # the same initial weights on every rank and on every run
+    if model is None:
+        return build_model(
+            config.model,
+            data.input_shape,
+            data.num_classes,
+            hidden=tuple(config.hidden),
+            dropout=config.dropout,
+        )
+    if isinstance(model, nn.Module):
+        return model
+    if callable(model):
+        return model(data.input_shape, data.num_classes)
+    raise UserError("model must be an nn.Module, a factory (input_shape, num_classes) -> nn.Module, or None")
+
+
+def _run(ctx: WorkerContext, config: TrainConfig, model: nn.Module, data: DataSplit) -> dict[str, Any]:
+    """The body every worker runs, whichever way it was started."""
+    resume = None
+    if config.resume:
+        from escala.checkpoint import load_checkpoint
+
+        resume = load_checkpoint(checkpoint_path(config.out))
+    # Each rank gets its own stream for dropout and the like; initial weights were drawn before this.
+    torch.manual_seed(config.seed + 7919 * ctx.rank + 1)
+    trainer = Trainer(config, model, data, ctx, make_strategy(config), resume_from=resume)
+    return trainer.fit()
+
+
+def _spawned_worker(ctx: WorkerContext, config: TrainConfig, model: nn.Module, data: DataSplit) -> None:
+    _run(ctx, config, model, data)
+
+
+def _runtime_options(config: TrainConfig) -> dict[str, Any]:
+    return {
+        "device": config.device,
+        "backend": config.backend,
+        "timeout_s": config.timeout_s,
+        "threads": config.threads,
+    }
+
+
+def run_training(config: TrainConfig, model: ModelSpec = None, dataset: DataSpec = None) -> dict[str, Any]:
+    """Train as ``config`` says and return the summary (also written to ``config.out/summary.json``)."""
+    if under_torchrun():
+        return _run_under_torchrun(config, model, dataset)
+    data = resolve_data(dataset, config)
+    built = resolve_model(model, data, config)
+    prepare_out_dir(config)
+    if config.workers == 1:
+        ctx = init_worker(0, 1, 0, 1, **_runtime_options(config))
+        return _run(ctx, config, built, data)
+    spawn_workers(_spawned_worker, config.workers, (config, built, data), options=_runtime_options(config))
+    return json.loads((Path(config.out) / "summary.json").read_text())
+
+
+def _run_under_torchrun(config: TrainConfig, model: ModelSpec, dataset: DataSpec) -> dict[str, Any]:
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if config.workers not in (1, world):
+        raise UserError(f"workers is {config.workers} but torchrun started {world} processes; drop --workers")
+    config = dataclasses.replace(config, workers=world)
+    data = resolve_data(dataset, config)
+    built = resolve_model(model, data, config)
+    if rank == 0:
+        prepare_out_dir(config)
+    ctx = init_worker(rank, world, local_rank, local_world, **_runtime_options(config))
+    try:
+        ctx.barrier()  # nobody writes into --out before rank 0 has checked it
+        return _run(ctx, config, built, data)
+    finally:
+        shutdown()
+
+
+def train(
+    model: ModelSpec = None,
+    dataset: DataSpec = None,
+    config: TrainConfig | str | dict | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Python API of ``escala train``.
+
+    ``model``: an ``nn.Module``, a factory ``(input_shape, num_classes) -> nn.Module``, or None for
+    ``config.model``. ``dataset``: a :class:`DataSplit`, a ``(train, val)`` pair of torch Datasets
+    (items ``(input, label)``), or None for ``config.dataset``. ``config``: a :class:`TrainConfig`, a
+    TOML path, a dict, or None; keyword arguments override single fields (``epochs=3``). Without an
+    ``out`` the run goes to a fresh temporary directory. Returns the summary dict.
+    """
+    base = config if isinstance(config, TrainConfig) else None
+    file = config if isinstance(config, (str, Path)) else None
+    values = dict(config) if isinstance(config, dict) else {}
+    values.update(overrides)
+    if "out" not in values and (base is None or base.out == TrainConfig().out):
+        values["out"] = tempfile.mkdtemp(prefix="escala-")
+    return run_training(build_config(file, values, base=base), model, dataset)

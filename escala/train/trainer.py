@@ -1,0 +1,258 @@
+"""The one training loop.
+
+Every strategy plugs into this loop through the hooks of :class:`~escala.parallel.strategy.Strategy`;
+none owns a loop of its own. Per step: fetch this rank's share of the global batch, forward, weighted
+loss (see :mod:`escala.data.shard` for why the weights make N workers equal one), backward, the
+strategy's optimizer step, the per-step learning-rate schedule. Per epoch: evaluation on the
+validation set (sharded over ranks, sums all-reduced), one metrics record, a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import default_collate
+
+from escala.checkpoint import capture_rng, restore_rng, save_checkpoint
+from escala.config.schema import TrainConfig
+from escala.data.shard import ShardedBatches, eval_shard
+from escala.metrics import JsonlWriter, Progress, TensorBoardWriter, write_json
+from escala.parallel.strategy import Strategy
+from escala.runtime.context import WorkerContext
+from escala.train.optim import build_optimizer, build_scheduler
+
+EVAL_BATCH = 1024
+
+
+def fetch(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather a batch: straight tensor indexing for in-memory data, the dataset's items otherwise."""
+    x, y = getattr(dataset, "x", None), getattr(dataset, "y", None)
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+        return x[indices], y[indices]
+    return default_collate([dataset[i] for i in indices.tolist()])
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: nn.Module,
+        data,
+        ctx: WorkerContext,
+        strategy: Strategy,
+        resume_from: dict[str, Any] | None = None,
+    ):
+        self.config = config
+        self.data = data
+        self.ctx = ctx
+        self.strategy = strategy
+        self.out = Path(config.out)
+        self.model = model.to(ctx.device)
+        self.optimizer = build_optimizer(self.model.parameters(), config)
+        self.batches = ShardedBatches(
+            len(data.train), config.batch_size, ctx.rank, ctx.world_size, config.seed
+        )
+        self.scheduler = build_scheduler(self.optimizer, config, self.batches.steps_per_epoch)
+        self.epoch = 0  # completed epochs
+        self.step = 0  # optimizer steps taken in total
+        self.step_in_epoch = 0
+        self.wall_before = 0.0  # wall time of earlier segments of a resumed run
+        self.train_time = 0.0  # seconds spent in training steps (not evaluation), whole run
+        self.samples_seen = 0
+        self.partial = {"loss_sum": 0.0, "count": 0.0, "time": 0.0}
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.train_model = strategy.setup(self.model, self.optimizer, ctx)
+        main = ctx.is_main
+        self.metrics = JsonlWriter(self.out / "metrics.jsonl") if main else None
+        self.tb = TensorBoardWriter(self.out / "tb", enabled=main and config.tensorboard)
+        self.progress = Progress(config.progress, enabled=main)
+        self.last_eval: dict[str, float] = {}
+
+    # -- the loop --------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        cfg = self.config
+        try:
+            while self.epoch < cfg.epochs and not self._budget_spent():
+                self._train_epoch(started)
+            self.last_eval = self.last_eval or self.evaluate()
+            self._checkpoint(started)
+            return self._finish(started)
+        finally:
+            self.tb.close()
+            self.strategy.close()
+
+    def _budget_spent(self) -> bool:
+        return self.config.max_steps > 0 and self.step >= self.config.max_steps
+
+    def _train_epoch(self, started: float) -> None:
+        cfg, ctx = self.config, self.ctx
+        steps = self.batches.steps_per_epoch
+        self.progress.start_epoch(self.epoch, cfg.epochs, steps, self.step_in_epoch)
+        self.train_model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        count = 0.0
+        t0 = time.perf_counter()
+        for batch in self.batches.epoch(self.epoch, self.step_in_epoch):
+            x, y = fetch(self.data.train, batch.indices)
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            w = batch.weights.to(ctx.device)
+            per_sample = F.cross_entropy(self.train_model(x), y, reduction="none")
+            loss = (per_sample * w).sum() * (ctx.world_size / batch.global_count)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.strategy.optimizer_step(self.optimizer)
+            self.scheduler.step()
+            self.step += 1
+            self.step_in_epoch += 1
+            self.strategy.after_step(self.step, self.train_model, self.optimizer)
+            loss_sum += (per_sample.detach() * w).sum()
+            count += float(w.sum())
+            self.samples_seen += batch.global_count
+            self.progress.advance()
+            if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
+                self._stash_partial(loss_sum, count, time.perf_counter() - t0)
+                self._checkpoint(started)
+            if self._budget_spent():
+                break
+        elapsed = time.perf_counter() - t0
+        self.train_time += elapsed
+        self._stash_partial(loss_sum, count, elapsed)
+        if self.step_in_epoch < steps:  # stopped by max_steps: the epoch goes on after a resume
+            self.progress.end_epoch({"stopped at step": self.step})
+            return
+        self._end_epoch(started)
+
+    def _stash_partial(self, loss_sum: torch.Tensor, count: float, elapsed: float) -> None:
+        """Keep the running epoch's sums so a checkpoint taken mid-epoch can continue them."""
+        base = getattr(self, "_partial_base", None) or dict(self.partial)
+        self._partial_base = base
+        self.partial = {
+            "loss_sum": base["loss_sum"] + float(loss_sum),
+            "count": base["count"] + count,
+            "time": base["time"] + elapsed,
+        }
+
+    def _end_epoch(self, started: float) -> None:
+        cfg = self.config
+        loss_sum, count = self.ctx.all_reduce_sum([self.partial["loss_sum"], self.partial["count"]])
+        epoch_time = self.partial["time"]
+        self.last_eval = self.evaluate()
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.partial = {"loss_sum": 0.0, "count": 0.0, "time": 0.0}
+        self._partial_base = None
+        record = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / max(count, 1.0),
+            **self.last_eval,
+            "samples_per_s": count / epoch_time if epoch_time > 0 else 0.0,
+            "epoch_s": epoch_time,
+            "wall_s": self.wall_before + time.perf_counter() - started,
+        }
+        if self.metrics is not None:
+            self.metrics.write(record)
+            self.tb.scalars(self.epoch, {k: v for k, v in record.items() if k != "epoch"})
+        self.progress.end_epoch(record)
+        if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
+            self._checkpoint(started)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and accuracy, each sample counted exactly once over all ranks."""
+        model = self.strategy.unwrap(self.train_model)
+        was_training = model.training
+        model.eval()
+        idx = eval_shard(len(self.data.val), self.ctx.rank, self.ctx.world_size)
+        loss = correct = 0.0
+        for start in range(0, len(idx), EVAL_BATCH):
+            x, y = fetch(self.data.val, idx[start : start + EVAL_BATCH])
+            x, y = x.to(self.ctx.device), y.to(self.ctx.device)
+            out = model(x)
+            loss += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += float((out.argmax(dim=1) == y).sum())
+        model.train(was_training)
+        loss, correct = self.ctx.all_reduce_sum([loss, correct])
+        n = max(len(self.data.val), 1)
+        return {"val_loss": loss / n, "val_acc": correct / n}
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _checkpoint(self, started: float) -> None:
+        """Every rank contributes its RNG and strategy state; rank 0 writes the file atomically."""
+        rng = self.ctx.all_gather_object(capture_rng())
+        strategy_states = self.ctx.all_gather_object(self.strategy.state_dict())
+        if not self.ctx.is_main:
+            return
+        state = {
+            "config": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.config).items()
+            },
+            "epoch": self.epoch,
+            "step": self.step,
+            "step_in_epoch": self.step_in_epoch,
+            "partial": dict(self.partial),
+            "wall_s": self.wall_before + time.perf_counter() - started,
+            "train_time": self.train_time,
+            "samples_seen": self.samples_seen,
+            "world_size": self.ctx.world_size,
+            "model": self.strategy.unwrap(self.train_model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "strategy": strategy_states,
+            "rng": rng,
+        }
+        save_checkpoint(state, self.out / "checkpoints" / "last.pt")
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.step_in_epoch = int(ckpt.get("step_in_epoch", 0))
+        self.partial = dict(ckpt.get("partial", self.partial))
+        self.wall_before = float(ckpt.get("wall_s", 0.0))
+        self.train_time = float(ckpt.get("train_time", 0.0))
+        self.samples_seen = int(ckpt.get("samples_seen", 0))
+        if int(ckpt.get("world_size", 1)) == self.ctx.world_size:
+            restore_rng(ckpt["rng"][self.ctx.rank])
+            self._pending_strategy_state = ckpt.get("strategy", [{}] * self.ctx.world_size)[self.ctx.rank]
+        else:
+            torch.manual_seed(self.config.seed + 7919 * self.ctx.rank + self.step)
+            self._pending_strategy_state = None
+        if self._pending_strategy_state:
+            self.strategy.load_state_dict(self._pending_strategy_state)
+
+    # -- the end -----------------------------------------------------------------------------------
+    def _finish(self, started: float) -> dict[str, Any]:
+        steps = self.batches.steps_per_epoch
+        summary = {
+            **self.last_eval,
+            "epochs": self.epoch + self.step_in_epoch / steps,
+            "steps": self.step,
+            "workers": self.ctx.world_size,
+            "strategy": self.strategy.name,
+            "model": self.config.model,
+            "dataset": self.data.name,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "global_batch": self.config.batch_size * self.ctx.world_size,
+            "wall_s": self.wall_before + time.perf_counter() - started,
+            "samples_per_s": self.samples_seen / self.train_time if self.train_time > 0 else 0.0,
+            "device": str(self.ctx.device),
+            **self.strategy.summary(),
+        }
+        if self.ctx.is_main:
+            write_json(self.out / "summary.json", summary)
+            self.progress.message(
+                f"done: val_acc {summary['val_acc']:.4f}  val_loss {summary['val_loss']:.4f}  "
+                f"{summary['samples_per_s']:.0f} samples/s  {summary['wall_s']:.1f}s  -> {self.out}"
+            )
+        return summary
