@@ -1,12 +1,16 @@
-"""Benchmarks behind ``escala bench``; each prints a table and replaces its section of docs/benchmarks.md."""
+"""Benchmarks behind ``escala bench``; each prints a table and replaces its section of docs/benchmarks.md.
+
+A benchmark is a module with ``main(quick: bool, docs: str | None) -> None``; register it here by name.
+"""
 
 from __future__ import annotations
 
+import importlib
+
+BENCHMARKS: dict[str, str] = {
+    "allreduce": "escala.bench.allreduce",
+}
+
 
 def run_benchmark(name: str, quick: bool = False, docs: str | None = None) -> None:
-    if name == "allreduce":
-        from escala.bench.allreduce import main
-
-        main(quick=quick, docs=docs)
-        return
-    raise ValueError(name)
+    importlib.import_module(BENCHMARKS[name]).main(quick=quick, docs=docs)

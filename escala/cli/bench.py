@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-BENCHMARKS = ("allreduce",)
-
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from escala.bench import BENCHMARKS
+
     p = sub.add_parser("bench", help="run a benchmark and update docs/benchmarks.md")
-    p.add_argument("name", choices=BENCHMARKS, help="which benchmark")
+    p.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark")
     p.add_argument("--quick", action="store_true", help="fewer steps (a smoke run; numbers are noisier)")
     p.add_argument(
         "--docs",
