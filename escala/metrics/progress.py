@@ -7,9 +7,25 @@ from typing import Any
 
 
 def _fmt(values: dict[str, Any]) -> str:
+    """One readable line: accuracy as a percentage, throughput as a whole number, the rest to 4 digits."""
     parts = []
     for k, v in values.items():
-        parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+        if k in ("epoch_s", "step"):
+            continue
+        if k == "epoch" and "epochs" in values:
+            parts.append(f"epoch {v}/{values['epochs']}")
+        elif k == "epochs":
+            continue
+        elif k.endswith("acc") and isinstance(v, float):
+            parts.append(f"{k} {100 * v:.2f}%")
+        elif k == "samples_per_s":
+            parts.append(f"{v:,.0f} samples/s")
+        elif k == "wall_s":
+            parts.append(f"{v:.1f}s")
+        elif isinstance(v, float):
+            parts.append(f"{k} {v:.4g}")
+        else:
+            parts.append(f"{k} {v}")
     return "  ".join(parts)
 
 

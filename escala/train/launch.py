@@ -7,6 +7,7 @@ replica starts from the same weights; under torchrun every process builds them i
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -81,7 +82,10 @@ def _run(ctx: WorkerContext, config: TrainConfig, model: nn.Module, data: DataSp
 
 
 def _spawned_worker(ctx: WorkerContext, config: TrainConfig, model: nn.Module, data: DataSplit) -> None:
-    _run(ctx, config, model, data)
+    # Tensors reach spawned workers in shared memory. The data may stay shared (it is only read), but
+    # each replica needs weights of its own, or every worker's step would land on the same storage.
+    _run(ctx, config, copy.deepcopy(model), data)
+    ctx.barrier()  # leave together: a rank tearing down its group while a peer still talks aborts the peer
 
 
 def _runtime_options(config: TrainConfig) -> dict[str, Any]:
@@ -134,9 +138,10 @@ def train(
 ) -> dict[str, Any]:
     """Python API of ``escala train``.
 
-    ``model``: an ``nn.Module``, a factory ``(input_shape, num_classes) -> nn.Module``, or None for
-    ``config.model``. ``dataset``: a :class:`DataSplit`, a ``(train, val)`` pair of torch Datasets
-    (items ``(input, label)``), or None for ``config.dataset``. ``config``: a :class:`TrainConfig`, a
+    ``model``: an ``nn.Module``, a factory ``(input_shape, num_classes) -> nn.Module``, a zoo name
+    (``"lenet5"``), or None for ``config.model``. ``dataset``: a :class:`DataSplit`, a ``(train, val)``
+    pair of torch Datasets (items ``(input, label)``), a built-in name (``"digits"``), or None for
+    ``config.dataset``. ``config``: a :class:`TrainConfig`, a
     TOML path, a dict, or None; keyword arguments override single fields (``epochs=3``). Without an
     ``out`` the run goes to a fresh temporary directory. Returns the summary dict.
     """
@@ -144,6 +149,10 @@ def train(
     file = config if isinstance(config, (str, Path)) else None
     values = dict(config) if isinstance(config, dict) else {}
     values.update(overrides)
+    if isinstance(model, str):  # a zoo name is just the config field
+        values["model"], model = model, None
+    if isinstance(dataset, str):
+        values["dataset"], dataset = dataset, None
     if "out" not in values and (base is None or base.out == TrainConfig().out):
         values["out"] = tempfile.mkdtemp(prefix="escala-")
     return run_training(build_config(file, values, base=base), model, dataset)

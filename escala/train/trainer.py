@@ -162,7 +162,7 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.write(record)
             self.tb.scalars(self.epoch, {k: v for k, v in record.items() if k != "epoch"})
-        self.progress.end_epoch(record)
+        self.progress.end_epoch({**record, "epochs": cfg.epochs})
         if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
             self._checkpoint(started)
 

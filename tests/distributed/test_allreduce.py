@@ -1,0 +1,101 @@
+"""Synchronous data parallelism on 2 CPU ranks over gloo."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import escala
+from escala.checkpoint import load_checkpoint
+from escala.runtime import WorkerFailed
+
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(180)]
+
+
+def _params(out):
+    return load_checkpoint(f"{out}/checkpoints/last.pt")["model"]
+
+
+def test_two_workers_with_half_batch_equal_one_worker(quick, tmp_path):
+    """N workers with per-worker batch B/N end where 1 worker with batch B does (k = 60 steps, crossing an
+    epoch boundary and the short last batch). Tolerance 1e-5: only the order of float sums differs."""
+    quick.update(hidden=(64, 32), epochs=3, max_steps=60, momentum=0.9)
+    escala.train(**dict(quick, workers=1, batch_size=32, out=str(tmp_path / "one")))
+    two = escala.train(**dict(quick, workers=2, batch_size=16, out=str(tmp_path / "two")))
+    assert two["workers"] == 2 and two["steps"] == 60
+    a, b = _params(tmp_path / "one"), _params(tmp_path / "two")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_two_workers_resume_matches_uninterrupted(quick, tmp_path):
+    quick.update(epochs=2, workers=2, batch_size=16)
+    escala.train(**dict(quick, out=str(tmp_path / "whole")))
+    escala.train(**dict(quick, out=str(tmp_path / "parts"), max_steps=30))
+    escala.train(**dict(quick, out=str(tmp_path / "parts"), resume=True))
+    a, b = _params(tmp_path / "whole"), _params(tmp_path / "parts")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class DiesOnRankOne(nn.Module):
+    """Test-only model: rank 1 kills itself at its 5th forward pass, as a crashed machine would."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.training and dist.is_initialized() and dist.get_rank() == 1 and self.calls == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.fc(x.flatten(1))
+
+
+def test_dead_worker_ends_the_job_naming_its_rank(quick):
+    quick.update(workers=2, batch_size=16, timeout_s=60)
+    quick.pop("model")
+    with pytest.raises(WorkerFailed, match=r"worker rank 1 was killed by SIGKILL"):
+        escala.train(DiesOnRankOne(), **quick)
+
+
+@pytest.mark.slow
+def test_same_entry_point_under_torchrun(tmp_path):
+    out = tmp_path / "torchrun"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "escala",
+        "train",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--hidden",
+        "32",
+        "--lr",
+        "0.02",
+        "--progress",
+        "plain",
+        "--no-tensorboard",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=150, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["workers"] == 2 and summary["val_acc"] > 0.85
