@@ -29,6 +29,11 @@ class ShardBatch:
     indices: torch.Tensor  # int64 sample indices for this rank
     weights: torch.Tensor  # float32, 1 for real samples, 0 for a filler
     global_count: int  # real samples in the global batch, over all ranks
+    real: int  # real samples in this rank's batch
+
+    @property
+    def has_filler(self) -> bool:
+        return self.real < len(self.indices)
 
 
 class ShardedBatches:
@@ -65,9 +70,9 @@ class ShardedBatches:
             chunk = perm[step * g : (step + 1) * g]
             mine = chunk[self.rank :: self.world]
             if len(mine) == 0:
-                yield ShardBatch(chunk[:1], torch.zeros(1), len(chunk))
+                yield ShardBatch(chunk[:1], torch.zeros(1), len(chunk), 0)
             else:
-                yield ShardBatch(mine, torch.ones(len(mine)), len(chunk))
+                yield ShardBatch(mine, torch.ones(len(mine)), len(chunk), len(mine))
 
 
 def eval_shard(num_samples: int, rank: int, world: int) -> torch.Tensor:
