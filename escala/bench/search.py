@@ -1,0 +1,201 @@
+"""``escala bench search``: escala's searchers against Optuna's TPE and random samplers, same budget.
+
+One objective for every arm: the digits MLP trained by ``escala train`` (via
+:func:`escala.search.trainable.train_trial`) for a fixed number of epochs, over learning rate,
+architecture, batch size and weight decay; the objective is the final validation accuracy. Every
+arm gets the same number of trials and runs them one at a time (Optuna in-process, ``n_jobs=1``;
+escala in its local executor with ``--parallel 1``) with the same thread count, so the table
+compares what each search finds and what it costs. Then: the throughput of 2 parallel trials over 1,
+random search with and without ASHA (configurations evaluated per minute), and evolution strategies
+(validation accuracy against iterations; iteration time with 1 and 2 workers).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any
+
+from escala.bench.report import machine_line, markdown_table, update_section
+from escala.search.executors.base import Reporter
+from escala.search.executors.local import LocalExecutor
+from escala.search.space import choice, integer, loguniform
+from escala.search.study import launch
+from escala.search.trainable import train_trial
+
+FULL = {"trials": 20, "epochs": 6, "es_iterations": 40, "es_pairs": 30}
+QUICK = {"trials": 8, "epochs": 3, "es_iterations": 10, "es_pairs": 10}
+HIDDEN = [[32], [64], [128], [64, 32], [128, 64]]
+
+
+def space(epochs: int) -> dict[str, Any]:
+    return {
+        "epochs": epochs,
+        "lr": loguniform(1e-3, 0.5),
+        "hidden": choice(HIDDEN),
+        "batch_size": integer(16, 128, log=True),
+        "weight_decay": loguniform(1e-6, 1e-2),
+    }
+
+
+def _escala_arm(searcher: str, spec: dict, cpus: int, parallel: int = 1, early_stop=None, **opts) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        s = launch(
+            train_trial,
+            space(spec["epochs"]),
+            searcher=searcher,
+            trials=spec["trials"],
+            metric="val_acc",
+            out=out + "/s",
+            early_stop=early_stop,
+            early_stop_options={"max_steps": spec["epochs"]} if early_stop == "asha" else None,
+            executor=LocalExecutor(parallel, cpus_per_trial=cpus),
+            **opts,
+        )
+        wall = time.perf_counter() - t0
+    return {
+        "best": s["best_value"],
+        "completed": s["trials_completed"],
+        "stopped": s["trials_stopped_early"],
+        "wall": wall,
+    }
+
+
+def _optuna_arm(sampler_name: str, spec: dict, cpus: int) -> dict:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (
+        optuna.samplers.TPESampler(seed=0) if sampler_name == "tpe" else optuna.samplers.RandomSampler(seed=0)
+    )
+
+    def objective(trial):
+        config = {
+            "epochs": spec["epochs"],
+            "lr": trial.suggest_float("lr", 1e-3, 0.5, log=True),
+            "hidden": HIDDEN[trial.suggest_categorical("hidden", list(range(len(HIDDEN))))],
+            "batch_size": trial.suggest_int("batch_size", 16, 128, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        }
+        with tempfile.TemporaryDirectory() as d:
+            return train_trial(config, Reporter(trial.number, d, {"cpus": cpus}, lambda s, m: False))[
+                "val_acc"
+            ]
+
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    t0 = time.perf_counter()
+    study.optimize(objective, n_trials=spec["trials"], n_jobs=1)
+    wall = time.perf_counter() - t0
+    return {"best": study.best_value, "completed": len(study.trials), "stopped": 0, "wall": wall}
+
+
+def main(quick: bool = False, docs: str | None = None) -> None:
+    spec = QUICK if quick else FULL
+    # One thread per trial everywhere: the trials are small, and a shared machine punishes
+    # multi-threaded processes that wait on each other far more than single-threaded ones.
+    cores = 1
+    arms: list[tuple[str, dict]] = []
+    runs = [
+        ("escala random", lambda: _escala_arm("random", spec, cores)),
+        ("escala ga", lambda: _escala_arm("ga", spec, cores, popsize=max(4, spec["trials"] // 4))),
+        ("escala de", lambda: _escala_arm("de", spec, cores, popsize=max(4, spec["trials"] // 4))),
+        ("escala random + asha", lambda: _escala_arm("random", spec, cores, early_stop="asha")),
+    ]
+    try:
+        import optuna  # noqa: F401
+
+        runs += [
+            ("optuna tpe", lambda: _optuna_arm("tpe", spec, cores)),
+            ("optuna random", lambda: _optuna_arm("random", spec, cores)),
+        ]
+    except ImportError:
+        print("optuna is not installed (pip install optuna): its rows are skipped")
+    # start the local executor's fork server (imports torch, scikit-learn) before any timing
+    _escala_arm("random", {**spec, "trials": 1, "epochs": 1}, cores)
+    for name, fn in runs:
+        result = fn()
+        arms.append((name, result))
+        print(
+            f"{name}: best val_acc {result['best']:.4f}, {result['completed']} completed, {result['wall']:.1f}s",
+            flush=True,
+        )
+    ref = dict(arms).get("optuna tpe")
+    rows = []
+    for name, r in arms:
+        configs_per_min = (r["completed"] + r["stopped"]) / r["wall"] * 60
+        rows.append(
+            [
+                name,
+                r["best"],
+                r["best"] - ref["best"] if ref else float("nan"),
+                r["completed"],
+                r["stopped"],
+                r["wall"],
+                configs_per_min,
+                ref["wall"] / r["wall"] if ref else float("nan"),
+            ]
+        )
+    table = markdown_table(
+        [
+            "search",
+            "best val_acc",
+            "vs TPE",
+            "completed",
+            "stopped early",
+            "wall s",
+            "configs/min",
+            "speed vs TPE",
+        ],
+        rows,
+    )
+
+    # throughput of parallel trials
+    one = _escala_arm("random", spec, 1, parallel=1)
+    two = _escala_arm("random", spec, 1, parallel=2)
+    par = markdown_table(
+        ["parallel trials", "wall s", "trials/min", "speedup"],
+        [
+            [1, one["wall"], spec["trials"] / one["wall"] * 60, 1.0],
+            [2, two["wall"], spec["trials"] / two["wall"] * 60, one["wall"] / two["wall"]],
+        ],
+    )
+    print(par, flush=True)
+
+    # evolution strategies
+    from escala.search.es import es_digits
+
+    es1 = es_digits(iterations=spec["es_iterations"], workers=1, pairs=spec["es_pairs"], spawn=True)
+    es2 = es_digits(iterations=max(3, spec["es_iterations"] // 4), workers=2, pairs=spec["es_pairs"])
+    h = es1["history"]
+    marks = sorted({max(1, len(h) * k // 4) for k in range(1, 5)})
+    es_curve = markdown_table(
+        ["ES iteration", "val_acc", "mean fitness"],
+        [[i, h[i - 1]["val_acc"], h[i - 1]["mean_fitness"]] for i in marks],
+    )
+    per_it_1 = h[-1]["wall_s"] / len(h)
+    per_it_2 = es2["history"][-1]["wall_s"] / len(es2["history"])
+    es_workers = markdown_table(
+        ["ES workers", "s / iteration", "speedup"], [[1, per_it_1, 1.0], [2, per_it_2, per_it_1 / per_it_2]]
+    )
+    body = "\n\n".join(
+        [
+            "## search: escala searchers vs Optuna (`escala bench search`)",
+            f"{machine_line()} Digits MLP, {spec['epochs']} epochs per trial, {spec['trials']} trials per search, "
+            "one trial at a time; objective = final validation accuracy. `vs TPE` is the difference in best "
+            "accuracy; `speed vs TPE` = TPE wall time / this wall time (process start-up included for escala). "
+            "ASHA: eta 3, rungs at epochs 1, 3, 9, ... below the last epoch.",
+            table,
+            f"Parallel trials (random search, {spec['trials']} trials, one thread each):",
+            par,
+            f"Evolution strategies on the digits MLP ({spec['es_pairs']} antithetic pairs per iteration, fitness "
+            "shaping, Adam): validation accuracy against iterations, and iteration time against workers "
+            "(only the scalar fitnesses travel).",
+            es_curve,
+            es_workers,
+        ]
+    )
+    print(table)
+    print(es_curve)
+    print(es_workers)
+    update_section(docs, "search", body)
