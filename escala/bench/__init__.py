@@ -9,6 +9,7 @@ import importlib
 
 BENCHMARKS: dict[str, str] = {
     "allreduce": "escala.bench.allreduce",
+    "compress": "escala.bench.compress",
     "search": "escala.bench.search",
 }
 
