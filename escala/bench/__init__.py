@@ -10,7 +10,9 @@ import importlib
 BENCHMARKS: dict[str, str] = {
     "allreduce": "escala.bench.allreduce",
     "compress": "escala.bench.compress",
+    "pipeline": "escala.bench.pipeline",
     "search": "escala.bench.search",
+    "tensor": "escala.bench.tensor",
 }
 
 

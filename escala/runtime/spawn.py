@@ -10,8 +10,10 @@ other failure as :class:`WorkerFailed`.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -20,18 +22,18 @@ from typing import Any
 import torch.multiprocessing as mp
 
 from escala.errors import UserError
-from escala.runtime.dist import free_port, init_worker, shutdown
+from escala.runtime.dist import init_worker, shutdown
 
 
 class WorkerFailed(RuntimeError):
     """A worker process crashed or was killed; the message names its rank."""
 
 
-def _entry(local_rank: int, fn: Callable, world: int, port: int, options: dict, args: tuple, errors) -> None:
+def _entry(local_rank: int, fn: Callable, world: int, rendezvous: str, options: dict, args: tuple, errors) -> None:
     ctx = None
     try:
         ctx = init_worker(
-            local_rank, world, local_rank, world, init_method=f"tcp://127.0.0.1:{port}", **options
+            local_rank, world, local_rank, world, init_method=rendezvous, **options
         )
         fn(ctx, *args)
     except UserError as err:
@@ -78,12 +80,15 @@ def spawn_workers(
         raise UserError(f"workers must be >= 1, got {world_size}")
     spawn_ctx = mp.get_context("spawn")
     errors = spawn_ctx.SimpleQueue()
-    port = free_port()
+    # Rendezvous through a FileStore in a private directory: a free TCP port picked here could be taken by
+    # another job before rank 0 binds it, a FileStore cannot be.
+    store_dir = tempfile.mkdtemp(prefix="escala-rdzv-")
+    rendezvous = f"file://{os.path.join(store_dir, 'store')}"
     # Workers split the cores among themselves; stop OpenMP in each from assuming it owns them all.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     procs = mp.start_processes(
         _entry,
-        args=(fn, world_size, port, options or {}, args, errors),
+        args=(fn, world_size, rendezvous, options or {}, args, errors),
         nprocs=world_size,
         join=False,
         start_method="spawn",
@@ -106,6 +111,8 @@ def spawn_workers(
         raise WorkerFailed(
             f"worker rank {exc.error_index} failed: {str(exc).strip().splitlines()[-1]}"
         ) from None
+    finally:
+        shutil.rmtree(store_dir, ignore_errors=True)
 
 
 def _drain(errors) -> list[tuple[int, str, str]]:

@@ -1,0 +1,208 @@
+"""Run one pipeline stage per process with PyTorch's pipelining engine, and measure the bubble.
+
+The engine is ``torch.distributed.pipelining`` (``PipelineStage`` + ``ScheduleGPipe`` /
+``Schedule1F1B``): it splits the mini-batch into micro-batches, runs the schedule, and moves
+activations and their gradients between neighbouring stages with c10d point-to-point send/recv,
+which gloo supports on CPU. escala adds what it lacks:
+
+* the partition of a sequential model into balanced stages (:mod:`.partition`);
+* a *measured* bubble fraction. Each stage's module is wrapped so that the wall-clock time it spends
+  computing is recorded: forward from entry to exit, backward from the moment the gradient of its
+  output arrives to the last parameter (or input) gradient it produces. With a step of wall time T
+  on a stage that computed for C seconds, the stage's bubble is ``1 - C / T``; the pipeline's bubble
+  is the mean over stages, to be compared with ``(K - 1) / (M + K - 1)`` (:mod:`.schedule`).
+
+Gradients are *summed* over micro-batches (``scale_grads=False``): with a loss function that sums
+per-sample losses and divides by the whole mini-batch size, the gradient equals that of the
+unsplit model on the whole mini-batch, which is what the parity tests check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+from escala.errors import UserError
+from escala.parallel.model.pipeline.schedule import SCHEDULES
+
+_SCHEDULE_CLASSES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+
+
+class _Clock:
+    """Accumulates the compute seconds of one stage within one step."""
+
+    def __init__(self) -> None:
+        self.busy = 0.0
+        self._b_start: float | None = None
+        self._b_last = 0.0
+
+    def close_backward(self) -> None:
+        if self._b_start is not None:
+            self.busy += self._b_last - self._b_start
+            self._b_start = None
+
+    def backward_started(self) -> None:
+        self.close_backward()
+        self._b_start = self._b_last = time.perf_counter()
+
+    def backward_tick(self) -> None:
+        self._b_last = time.perf_counter()
+
+
+class _OutputGradArrives(torch.autograd.Function):
+    """Identity whose backward marks the start of this stage's backward for one micro-batch."""
+
+    @staticmethod
+    def forward(ctx, x, clock):
+        ctx.clock = clock
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.clock.backward_started()
+        return grad, None
+
+
+class _InputGradLeaves(torch.autograd.Function):
+    """Identity whose backward marks the input gradient (the last thing a non-first stage computes)."""
+
+    @staticmethod
+    def forward(ctx, x, clock):
+        ctx.clock = clock
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.clock.backward_tick()
+        return grad, None
+
+
+class _Timed(nn.Module):
+    def __init__(self, inner: nn.Module, clock: _Clock) -> None:
+        super().__init__()
+        self.inner, self.clock = inner, clock
+        for p in inner.parameters():
+            # Fires after each parameter's gradient is accumulated: the latest one ends the backward.
+            p.register_post_accumulate_grad_hook(lambda _p: clock.backward_tick())
+
+    def forward(self, x):
+        self.clock.close_backward()
+        t0 = time.perf_counter()
+        if x.requires_grad:
+            x = _InputGradLeaves.apply(x, self.clock)
+        out = self.inner(x)
+        self.clock.busy += time.perf_counter() - t0
+        return _OutputGradArrives.apply(out, self.clock)
+
+
+class PipelineStageRunner:
+    """This process's stage of a K-stage pipeline.
+
+    Args:
+        module: this stage's layers (from :func:`~.partition.partition`).
+        stage_index, num_stages: position in the pipeline; stage i runs on rank i of ``group``.
+        microbatches: M, the number of micro-batches each mini-batch is split into.
+        schedule: ``"gpipe"`` or ``"1f1b"``.
+        loss_fn: ``loss_fn(output, target)`` per micro-batch on the last stage; make it a sum over
+            samples divided by the mini-batch size for gradients equal to the unsplit model's.
+        group: the process group of this pipeline (default: the whole world).
+        measure: time each step (a barrier over ``group`` before it) to report the bubble.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        stage_index: int,
+        num_stages: int,
+        microbatches: int,
+        *,
+        schedule: str = "gpipe",
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        group: dist.ProcessGroup | None = None,
+        device: torch.device | str = "cpu",
+        measure: bool = True,
+    ) -> None:
+        if schedule not in _SCHEDULE_CLASSES:
+            raise UserError(
+                f"pipeline schedule {schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}"
+            )
+        if microbatches < 1:
+            raise UserError(f"microbatches must be >= 1, got {microbatches}")
+        if schedule == "1f1b" and microbatches < num_stages:
+            # PyTorch's Schedule1F1B refuses this; with M < K 1F1B degenerates into fill-drain anyway.
+            raise UserError(
+                f"schedule 1f1b needs microbatches >= pipeline stages ({microbatches} < {num_stages}); "
+                "raise microbatches or use gpipe"
+            )
+        world = dist.get_world_size(group) if dist.is_initialized() else 1
+        if world != num_stages:
+            raise UserError(
+                f"a {num_stages}-stage pipeline needs {num_stages} processes, the group has {world}"
+            )
+        self.module = module
+        self.stage_index, self.num_stages = stage_index, num_stages
+        self.microbatches, self.schedule_name = microbatches, schedule
+        self.group, self.measure = group, measure
+        self.is_first, self.is_last = stage_index == 0, stage_index == num_stages - 1
+        self.clock = _Clock()
+        self.stage = PipelineStage(
+            _Timed(module, self.clock), stage_index, num_stages, torch.device(device), group=group
+        )
+        self.schedule = _SCHEDULE_CLASSES[schedule](
+            self.stage, n_microbatches=microbatches, loss_fn=loss_fn, scale_grads=False
+        )
+        self._eval_schedule: ScheduleGPipe | None = None
+        self.steps = 0
+        self.busy_s = 0.0
+        self.wall_s = 0.0
+
+    def _check_batch(self, x: torch.Tensor | None) -> None:
+        if x is not None and x.shape[0] % self.microbatches:
+            raise UserError(
+                f"mini-batch of {x.shape[0]} samples does not split into {self.microbatches} equal "
+                "micro-batches; make the batch size a multiple of microbatches"
+            )
+
+    def step(self, x: torch.Tensor | None = None, target: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Forward and backward of one mini-batch. The first stage passes ``x``, the last ``target``;
+        the last stage returns the summed loss of the micro-batches, the others None."""
+        self._check_batch(x)
+        self._check_batch(target)
+        if self.measure and dist.is_initialized():
+            dist.barrier(group=self.group)
+        self.clock.busy = 0.0
+        t0 = time.perf_counter()
+        losses: list[torch.Tensor] = []
+        args = (x,) if self.is_first else ()
+        self.schedule.step(*args, target=target if self.is_last else None, losses=losses)
+        self.clock.close_backward()
+        wall = time.perf_counter() - t0
+        # The first step also infers the shapes each stage sends (an extra forward); keep it out.
+        if self.steps > 0:
+            self.busy_s += self.clock.busy
+            self.wall_s += wall
+        self.steps += 1
+        return torch.stack([loss.detach() for loss in losses]).sum() if self.is_last else None
+
+    def forward(self, x: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Forward only (evaluation); the last stage returns the whole mini-batch's output."""
+        self._check_batch(x)
+        args = (x,) if self.is_first else ()
+        if self._eval_schedule is None:
+            # A loss-free GPipe schedule on the same stage: forward only, outputs kept on the last stage.
+            self._eval_schedule = ScheduleGPipe(self.stage, n_microbatches=self.microbatches)
+        with torch.no_grad():
+            out = self._eval_schedule.eval(*args)
+        return out if self.is_last else None
+
+    def bubble(self) -> float:
+        """This stage's measured idle fraction over the steps after the first."""
+        return 1.0 - self.busy_s / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def parameter_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.module.parameters())
