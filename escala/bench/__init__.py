@@ -10,8 +10,11 @@ import importlib
 BENCHMARKS: dict[str, str] = {
     "allreduce": "escala.bench.allreduce",
     "compress": "escala.bench.compress",
+    "memory": "escala.bench.memory",
     "pipeline": "escala.bench.pipeline",
+    "precision": "escala.bench.precision",
     "search": "escala.bench.search",
+    "strategies": "escala.bench.strategies",
     "tensor": "escala.bench.tensor",
 }
 

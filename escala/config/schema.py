@@ -63,7 +63,11 @@ class TrainConfig:
 
     # -- parallelism ------------------------------------------------------------------------------
     workers: int = _f(1, "number of data-parallel worker processes on this machine", min=1)
-    strategy: str = _f("allreduce", "how workers combine their work", choices=("allreduce",))
+    strategy: str = _f(
+        "allreduce",
+        "how workers combine their work (see docs/data-parallel.md)",
+        choices=("allreduce", "backup", "paramserver", "hogwild", "localsgd"),
+    )
     backend: str = _f(
         "auto", "torch.distributed backend (auto: nccl on GPU, gloo on CPU)", choices=("auto", "gloo", "nccl")
     )
@@ -74,6 +78,76 @@ class TrainConfig:
     )
     threads: int = _f(0, "torch threads per worker (0: the machine's cores divided among the workers)", min=0)
     timeout_s: float = _f(120.0, "seconds a collective or rendezvous may wait before the job fails", min=1.0)
+
+    # -- data-parallel strategies (docs/data-parallel.md) ----------------------------------------
+    backups: int = _f(
+        0, "strategy backup: apply the first workers-backups gradients of each step, drop the rest", min=0
+    )
+    servers: int = _f(1, "strategy paramserver: parameter-server processes (besides the workers)", min=1)
+    staleness_bound: int = _f(
+        -1,
+        "strategy paramserver: a worker more than this many pushes ahead of the slowest waits "
+        "(stale synchronous parallel); -1: no bound (fully asynchronous)",
+        min=-1,
+    )
+    staleness_lr: bool = _f(
+        False, "strategy paramserver: divide each update's learning rate by its staleness (when above 1)"
+    )
+    push_every: int = _f(
+        1, "strategy paramserver: push the mean of this many gradients at a time (and pull)", min=1
+    )
+    average_every: int = _f(1, "strategy localsgd: average the parameters every this many local steps", min=1)
+    average_optimizer: bool = _f(False, "strategy localsgd: also average the optimizer state (momentum...)")
+    compress: str = _f(
+        "none",
+        "gradient compression for allreduce, backup and paramserver",
+        choices=("none", "fp16", "bf16", "qsgd", "topk"),
+    )
+    qsgd_bits: int = _f(4, "--compress qsgd: bits per value, sign included (2..8)", min=2)
+    qsgd_bucket: int = _f(512, "--compress qsgd: values per bucket sharing one norm", min=1)
+    topk_ratio: float = _f(
+        0.01, "--compress topk: fraction of values sent (the rest is carried by error feedback)", min=0.0
+    )
+    straggler_delay: float = _f(
+        0.0, "simulate stragglers: extra seconds per step on the straggling ranks (mean)", min=0.0
+    )
+    straggler_dist: str = _f(
+        "fixed",
+        "distribution of the simulated delay: fixed, exponential or uniform (0..2x mean)",
+        choices=("fixed", "exponential", "uniform"),
+    )
+    straggler_ranks: tuple[int, ...] = _f((), "worker ranks that straggle (empty: the last worker)")
+
+    # -- precision (docs/precision.md) -----------------------------------------------------------
+    precision: str = _f(
+        "fp32",
+        "arithmetic of the forward pass: fp32, bf16 autocast, or fp16 autocast with dynamic loss scaling",
+        choices=("fp32", "bf16", "fp16"),
+    )
+    simulate: str = _f(
+        "none",
+        "simulate a number format by rounding float32 values (an accuracy study, not a speed-up)",
+        choices=("none", "fixed", "bf16", "fp16", "fp8e4m3", "fp8e5m2", "lns"),
+    )
+    simulate_scope: str = _f(
+        "matmul",
+        "where the simulated format applies: matmul (linear/conv products and sums) or all "
+        "(also weights, activations, gradients and weight updates)",
+        choices=("matmul", "all"),
+    )
+    kahan: bool = _f(
+        False, "Kahan-compensated weight updates in the simulated format (needs --simulate-scope all)"
+    )
+    stochastic_rounding: bool = _f(False, "round simulated gradients and weight updates stochastically")
+    fixed_int_bits: int = _f(7, "--simulate fixed: integer bits m of Qm.n (plus a sign bit)", min=0)
+    fixed_frac_bits: int = _f(8, "--simulate fixed: fraction bits n of Qm.n", min=0)
+    lns_int_bits: int = _f(6, "--simulate lns: integer bits of the log2 magnitude (two's complement)", min=1)
+    lns_frac_bits: int = _f(8, "--simulate lns: fraction bits of the log2 magnitude", min=0)
+    lns_add: str = _f(
+        "exact",
+        "--simulate lns: addition's log2(1 +- 2^d) computed exactly or by table interpolation",
+        choices=("exact", "table"),
+    )
 
     # -- run --------------------------------------------------------------------------------------
     seed: int = _f(0, "random seed (model initialisation, data order, dropout)")

@@ -5,19 +5,34 @@ from __future__ import annotations
 from escala.config.schema import TrainConfig
 from escala.errors import UserError
 from escala.parallel.data.allreduce import AllReduce
+from escala.parallel.data.backup import Backup
+from escala.parallel.data.hogwild import Hogwild
+from escala.parallel.data.localsgd import LocalSGD
+from escala.parallel.data.paramserver import ParamServer
 from escala.parallel.strategy import Strategy
 
-STRATEGIES: dict[str, type[Strategy]] = {"allreduce": AllReduce}
+STRATEGIES: dict[str, type[Strategy]] = {
+    "allreduce": AllReduce,
+    "backup": Backup,
+    "hogwild": Hogwild,
+    "localsgd": LocalSGD,
+    "paramserver": ParamServer,
+}
 
 
-def make_strategy(config: TrainConfig) -> Strategy:
+def strategy_class(config: TrainConfig) -> type[Strategy]:
     try:
-        cls = STRATEGIES[config.strategy]
+        return STRATEGIES[config.strategy]
     except KeyError:
         raise UserError(
             f"strategy '{config.strategy}' is unknown; choose one of {', '.join(STRATEGIES)}"
         ) from None
-    return cls()
 
 
-__all__ = ["STRATEGIES", "Strategy", "make_strategy"]
+def make_strategy(config: TrainConfig) -> Strategy:
+    cls = strategy_class(config)
+    cls.check(config)
+    return cls(config)
+
+
+__all__ = ["STRATEGIES", "Strategy", "make_strategy", "strategy_class"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import json
 import os
 import tempfile
@@ -23,7 +24,7 @@ from escala.config import TrainConfig, build_config
 from escala.data import DataSplit, as_split, load_dataset
 from escala.errors import UserError
 from escala.models import build_model
-from escala.parallel import make_strategy
+from escala.parallel import make_strategy, strategy_class
 from escala.runtime import WorkerContext, init_worker, shutdown, spawn_workers, under_torchrun
 from escala.train.rundir import checkpoint_path, prepare_out_dir
 from escala.train.trainer import Trainer
@@ -77,14 +78,25 @@ def _run(ctx: WorkerContext, config: TrainConfig, model: nn.Module, data: DataSp
         resume = load_checkpoint(checkpoint_path(config.out))
     # Each rank gets its own stream for dropout and the like; initial weights were drawn before this.
     torch.manual_seed(config.seed + 7919 * ctx.rank + 1)
-    trainer = Trainer(config, model, data, ctx, make_strategy(config), resume_from=resume)
-    return trainer.fit()
+    strategy = make_strategy(config)
+    train_ctx = strategy.assign_role(ctx, model)
+    if train_ctx is None:  # this process served the workers (a parameter server) until they finished
+        return {}
+    trainer = Trainer(config, model, data, train_ctx, strategy, resume_from=resume)
+    try:
+        return trainer.fit()
+    finally:
+        # Free the run (a DDP module with a communication hook above all) while the process group and
+        # the interpreter are alive: left to interpreter shutdown, it sometimes aborts the process.
+        del trainer
+        gc.collect()
 
 
 def _spawned_worker(ctx: WorkerContext, config: TrainConfig, model: nn.Module, data: DataSplit) -> None:
     # Tensors reach spawned workers in shared memory. The data may stay shared (it is only read), but
     # each replica needs weights of its own, or every worker's step would land on the same storage.
-    _run(ctx, config, copy.deepcopy(model), data)
+    # Hogwild is the exception: its workers are meant to update one shared copy without locks.
+    _run(ctx, config, model if strategy_class(config).shares_model else copy.deepcopy(model), data)
     ctx.barrier()  # leave together: a rank tearing down its group while a peer still talks aborts the peer
 
 
@@ -101,13 +113,15 @@ def run_training(config: TrainConfig, model: ModelSpec = None, dataset: DataSpec
     """Train as ``config`` says and return the summary (also written to ``config.out/summary.json``)."""
     if under_torchrun():
         return _run_under_torchrun(config, model, dataset)
+    strategy_class(config).check(config)  # a setting the strategy cannot run fails before anything starts
     data = resolve_data(dataset, config)
     built = resolve_model(model, data, config)
     prepare_out_dir(config)
-    if config.workers == 1:
+    processes = config.workers + strategy_class(config).servers(config)
+    if processes == 1:
         ctx = init_worker(0, 1, 0, 1, **_runtime_options(config))
         return _run(ctx, config, built, data)
-    spawn_workers(_spawned_worker, config.workers, (config, built, data), options=_runtime_options(config))
+    spawn_workers(_spawned_worker, processes, (config, built, data), options=_runtime_options(config))
     return json.loads((Path(config.out) / "summary.json").read_text())
 
 
@@ -115,9 +129,13 @@ def _run_under_torchrun(config: TrainConfig, model: ModelSpec, dataset: DataSpec
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    if config.workers not in (1, world):
-        raise UserError(f"workers is {config.workers} but torchrun started {world} processes; drop --workers")
-    config = dataclasses.replace(config, workers=world)
+    extra = strategy_class(config).servers(config)  # processes that serve instead of train
+    if config.workers not in (1, world - extra):
+        raise UserError(
+            f"workers is {config.workers} but torchrun started {world} processes"
+            f"{f' ({extra} of them servers)' if extra else ''}; drop --workers"
+        )
+    config = dataclasses.replace(config, workers=world - extra)
     data = resolve_data(dataset, config)
     built = resolve_model(model, data, config)
     if rank == 0:

@@ -24,6 +24,7 @@ from escala.config.schema import TrainConfig
 from escala.data.shard import ShardedBatches, eval_shard
 from escala.metrics import JsonlWriter, Progress, TensorBoardWriter, write_json
 from escala.parallel.strategy import Strategy
+from escala.precision.mixed import Precision
 from escala.runtime.context import WorkerContext
 from escala.train.optim import build_optimizer, build_scheduler
 
@@ -55,6 +56,9 @@ class Trainer:
         self.out = Path(config.out)
         self.model = model.to(ctx.device)
         self.optimizer = build_optimizer(self.model.parameters(), config)
+        # Autocast / loss scaling / simulated formats; the identity for the default fp32 run.
+        self.precision = Precision(config, ctx.device)
+        self.precision.prepare(self.model, self.optimizer)
         self.batches = ShardedBatches(
             len(data.train), config.batch_size, ctx.rank, ctx.world_size, config.seed
         )
@@ -100,23 +104,38 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         count = 0.0
         t0 = time.perf_counter()
+        skip = 0
         for batch in self.batches.epoch(self.epoch, self.step_in_epoch):
-            x, y = fetch(self.data.train, batch.indices)
-            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            w = batch.weights.to(ctx.device)
-            per_sample = F.cross_entropy(self.train_model(x), y, reduction="none")
-            loss = (per_sample * w).sum() * (ctx.world_size / batch.global_count)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.strategy.optimizer_step(self.optimizer)
-            self.scheduler.step()
-            self.step += 1
-            self.step_in_epoch += 1
-            self.strategy.after_step(self.step, self.train_model, self.optimizer)
-            loss_sum += (per_sample.detach() * w).sum()
-            count += float(w.sum())
-            self.samples_seen += batch.global_count
-            self.progress.advance()
+            if skip:  # the other workers moved on without this one (backup workers): catch up, no compute
+                skip -= 1
+                self.scheduler.step()
+                self.step += 1
+                self.step_in_epoch += 1
+                self.progress.advance()
+            else:
+                x, y = fetch(self.data.train, batch.indices)
+                x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+                with self.precision.autocast():
+                    out = self.train_model(x)
+                    if batch.has_filler:  # only in a short last batch: the filler sample must not count
+                        total = (
+                            F.cross_entropy(out, y, reduction="none") * batch.weights.to(ctx.device)
+                        ).sum()
+                    else:
+                        total = F.cross_entropy(out, y, reduction="sum")
+                loss = total * (ctx.world_size / batch.global_count)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.precision.backward(loss)
+                self.precision.step(self.optimizer, self.strategy)
+                self.scheduler.step()
+                self.step += 1
+                self.step_in_epoch += 1
+                self.strategy.after_step(self.step, self.train_model, self.optimizer)
+                loss_sum += total.detach()
+                count += batch.real
+                self.samples_seen += batch.global_count
+                self.progress.advance()
+                skip = self.strategy.steps_to_skip()
             if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
                 self._stash_partial(loss_sum, count, time.perf_counter() - t0)
                 self._checkpoint(started)
@@ -142,6 +161,7 @@ class Trainer:
 
     def _end_epoch(self, started: float) -> None:
         cfg = self.config
+        self.strategy.synchronize(self.train_model)
         loss_sum, count = self.ctx.all_reduce_sum([self.partial["loss_sum"], self.partial["count"]])
         epoch_time = self.partial["time"]
         self.last_eval = self.evaluate()
@@ -169,6 +189,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Validation loss and accuracy, each sample counted exactly once over all ranks."""
+        self.strategy.synchronize(self.train_model)
         model = self.strategy.unwrap(self.train_model)
         was_training = model.training
         model.eval()
@@ -188,6 +209,7 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------------
     def _checkpoint(self, started: float) -> None:
         """Every rank contributes its RNG and strategy state; rank 0 writes the file atomically."""
+        self.strategy.synchronize(self.train_model)
         rng = self.ctx.all_gather_object(capture_rng())
         strategy_states = self.ctx.all_gather_object(self.strategy.state_dict())
         if not self.ctx.is_main:
@@ -206,6 +228,7 @@ class Trainer:
             "world_size": self.ctx.world_size,
             "model": self.strategy.unwrap(self.train_model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "precision": self.precision.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "strategy": strategy_states,
             "rng": rng,
@@ -215,6 +238,7 @@ class Trainer:
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.precision.load_state_dict(ckpt.get("precision"))
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.step_in_epoch = int(ckpt.get("step_in_epoch", 0))
@@ -247,6 +271,7 @@ class Trainer:
             "wall_s": self.wall_before + time.perf_counter() - started,
             "samples_per_s": self.samples_seen / self.train_time if self.train_time > 0 else 0.0,
             "device": str(self.ctx.device),
+            **self.precision.summary(),
             **self.strategy.summary(),
         }
         if self.ctx.is_main:
