@@ -26,7 +26,7 @@ from escala.data import load_synthetic
 from escala.models import build_model
 from escala.runtime.dist import free_port, set_threads
 
-SPEC = {"samples": 16384, "shape": (1, 28, 28), "hidden": (512, 256), "batch": 64, "epochs": 2, "repeats": 3}
+SPEC = {"samples": 16384, "shape": (1, 28, 28), "hidden": (512, 256), "batch": 64, "epochs": 2, "repeats": 5}
 QUICK = {"samples": 4096, "shape": (1, 28, 28), "hidden": (256, 128), "batch": 64, "epochs": 1, "repeats": 1}
 
 
