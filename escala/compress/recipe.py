@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from escala.compress.share import check_bits
 from escala.compress.targets import check_layer_keys, select_layers
+from escala.config.load import read_toml
 from escala.errors import UserError
 
 INT8 = ("none", "dynamic", "static", "qat")
@@ -182,16 +181,7 @@ def coerce(name: str, value: Any, source: str | None = None) -> Any:
 
 
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"recipe file {path} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"recipe file {path} is not valid TOML: {err}") from None
-    if isinstance(data.get("compress"), dict):
-        data = {**{k: v for k, v in data.items() if k != "compress"}, **data["compress"]}
-    return data
+    return read_toml(path, table="compress", kind="recipe")
 
 
 def build_recipe(file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Recipe:

@@ -87,18 +87,17 @@ def _unknown(key: str, source: str | None) -> UserError:
     return UserError(f"{_where(source)}unknown key '{key}'{hint}")
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file; a ``[train]`` table is accepted as well as top-level keys."""
+def read_toml(path: str | Path, table: str = "train", kind: str = "config") -> dict[str, Any]:
+    """Read a TOML ``kind`` file; keys may sit at the top level or in a ``[table]`` table."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
+        raise UserError(f"{kind} file {path} does not exist")
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"config file {path} is not valid TOML: {err}") from None
-    if "train" in data and isinstance(data["train"], dict):
-        rest = {k: v for k, v in data.items() if k != "train"}
-        data = {**rest, **data["train"]}
+        raise UserError(f"{kind} file {path} is not valid TOML: {err}") from None
+    if isinstance(data.get(table), dict):
+        data = {**{k: v for k, v in data.items() if k != table}, **data[table]}
     return data
 
 
