@@ -79,6 +79,19 @@ class TrainConfig:
     threads: int = _f(0, "torch threads per worker (0: the machine's cores divided among the workers)", min=0)
     timeout_s: float = _f(120.0, "seconds a collective or rendezvous may wait before the job fails", min=1.0)
 
+    # -- model parallelism (docs/model-parallel.md); processes = workers x pipeline x tensor x spatial --
+    pipeline: int = _f(1, "pipeline stages K: cut the model into K stages, one process each (1: none)", min=1)
+    microbatches: int = _f(4, "--pipeline: micro-batches M each mini-batch is split into", min=1)
+    pipeline_schedule: str = _f(
+        "gpipe", "--pipeline: schedule, fill-drain (GPipe) or one-forward-one-backward", choices=("gpipe", "1f1b")
+    )
+    pipeline_balance: str = _f(
+        "params", "--pipeline: balance the stages by parameter count or measured time", choices=("params", "time")
+    )
+    pipeline_cuts: tuple[int, ...] = _f((), "--pipeline: indices of the layers where stages 2..K begin")
+    tensor: int = _f(1, "tensor-parallel processes T per replica: Linear pairs split column/row-wise", min=1)
+    spatial: int = _f(1, "spatial processes P per replica: convolutions split by rows with halo exchange", min=1)
+
     # -- data-parallel strategies (docs/data-parallel.md) ----------------------------------------
     backups: int = _f(
         0, "strategy backup: apply the first workers-backups gradients of each step, drop the rest", min=0

@@ -9,6 +9,8 @@ from escala.parallel.data.backup import Backup
 from escala.parallel.data.hogwild import Hogwild
 from escala.parallel.data.localsgd import LocalSGD
 from escala.parallel.data.paramserver import ParamServer
+from escala.parallel.model.layout import layout_from_config
+from escala.parallel.model.strategies import MODEL_PARALLEL
 from escala.parallel.strategy import Strategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -21,6 +23,11 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 
 def strategy_class(config: TrainConfig) -> type[Strategy]:
+    """The strategy ``config`` names; a split model (``--pipeline``/``--tensor``/``--spatial``) brings
+    its own, whose replicas average gradients like ``allreduce``."""
+    layout = layout_from_config(config)
+    if layout.kind is not None:
+        return MODEL_PARALLEL[layout.kind]
     try:
         return STRATEGIES[config.strategy]
     except KeyError:

@@ -16,6 +16,20 @@ evaluation, checkpoints, metrics). A strategy only wraps what the loop touches:
   residuals, counters);
 * :meth:`Strategy.summary` adds its figures to ``summary.json`` (bytes sent, staleness...).
 
+Model parallelism (a model split over processes, :mod:`escala.parallel.model`) needs a few more:
+
+* :meth:`Strategy.data_rank_world` says which data-parallel replica this process belongs to (all
+  processes of one replica read the same batch); :meth:`Strategy.processes` how many processes the
+  job needs;
+* :meth:`Strategy.split_model` keeps this process's part of the model before the optimizer is built;
+* ``owns_step`` with :meth:`Strategy.forward_backward` lets a strategy run forward and backward
+  itself (a pipeline computes the loss on its last stage only), ``reports_metrics`` says whether
+  this process's loss and predictions count in the metrics, and :meth:`Strategy.eval_forward`
+  evaluates a batch;
+* :meth:`Strategy.full_state_dict` gathers the whole model for checkpoints, and
+  :meth:`Strategy.optimizer_state` / :meth:`Strategy.load_optimizer_state` make a per-process
+  optimizer state picklable (``per_rank_optimizer``).
+
 Model code never mentions ranks; a strategy never owns the loop.
 """
 
@@ -34,6 +48,10 @@ class Strategy:
 
     name = "single"
     shares_model = False  # True: spawned workers train the parent's weights in shared memory (Hogwild)
+    owns_step = False  # True: forward_backward replaces the loop's forward, loss and backward
+    reports_metrics = True  # False: this process's loss/predictions duplicate another's (model parallel)
+    per_rank_optimizer = False  # True: every process's optimizer state differs and is checkpointed
+    eval_batch_size: int | None = None  # a fixed evaluation batch (a pipeline's shapes are fixed)
 
     def __init__(self, config=None):
         self.config = config
@@ -47,6 +65,49 @@ class Strategy:
     def servers(cls, config) -> int:
         """Processes the job needs besides the ``config.workers`` training workers (parameter servers)."""
         return 0
+
+    @classmethod
+    def processes(cls, config) -> int:
+        """Processes the whole job needs."""
+        return config.workers + cls.servers(config)
+
+    @classmethod
+    def check_model(cls, config, model: nn.Module, input_shape: tuple[int, ...]) -> None:
+        """Reject a model this strategy cannot run (a :class:`~escala.errors.UserError`), in the
+        launching process before any worker starts."""
+
+    def data_rank_world(self, ctx: WorkerContext) -> tuple[int, int]:
+        """(replica index, number of replicas): how the training batches are sharded."""
+        return ctx.rank, ctx.world_size
+
+    def eval_rank_world(self, ctx: WorkerContext) -> tuple[int, int]:
+        """How the validation set is sharded (the replicas by default)."""
+        return self.data_rank_world(ctx)
+
+    def split_model(self, model: nn.Module, ctx: WorkerContext, sample: torch.Tensor) -> nn.Module:
+        """This process's part of ``model`` (the whole model unless the model is split);
+        ``sample`` is one training batch of inputs, for shapes and timing."""
+        return model
+
+    def forward_backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch, scale: float):
+        """With ``owns_step``: forward and backward of one batch, the loss being ``scale`` times the
+        sum of the per-sample losses; returns that unscaled sum where this process knows it, else None."""
+        raise NotImplementedError
+
+    def eval_forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The model's output on a validation batch, or None where this process does not report it."""
+        return model(x)
+
+    def full_state_dict(self, model: nn.Module) -> dict[str, Any]:
+        """The whole model's state dict, with the unsplit model's keys (collective: every process
+        calls it; only the main process's result is used)."""
+        return self.unwrap(model).state_dict()
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        optimizer.load_state_dict(state)
 
     def assign_role(self, ctx: WorkerContext, model: nn.Module) -> WorkerContext | None:
         """The context the training loop runs in on this process, or None when this process served the

@@ -25,6 +25,7 @@ from escala.data import DataSplit, as_split, load_dataset
 from escala.errors import UserError
 from escala.models import build_model
 from escala.parallel import make_strategy, strategy_class
+from escala.parallel.model.layout import layout_from_config
 from escala.runtime import WorkerContext, init_worker, shutdown, spawn_workers, under_torchrun
 from escala.train.rundir import checkpoint_path, prepare_out_dir
 from escala.train.trainer import Trainer
@@ -113,11 +114,13 @@ def run_training(config: TrainConfig, model: ModelSpec = None, dataset: DataSpec
     """Train as ``config`` says and return the summary (also written to ``config.out/summary.json``)."""
     if under_torchrun():
         return _run_under_torchrun(config, model, dataset)
-    strategy_class(config).check(config)  # a setting the strategy cannot run fails before anything starts
+    strategy = strategy_class(config)
+    strategy.check(config)  # a setting the strategy cannot run fails before anything starts
     data = resolve_data(dataset, config)
     built = resolve_model(model, data, config)
+    strategy.check_model(config, built, data.input_shape)
     prepare_out_dir(config)
-    processes = config.workers + strategy_class(config).servers(config)
+    processes = strategy.processes(config)
     if processes == 1:
         ctx = init_worker(0, 1, 0, 1, **_runtime_options(config))
         return _run(ctx, config, built, data)
@@ -130,14 +133,18 @@ def _run_under_torchrun(config: TrainConfig, model: ModelSpec, dataset: DataSpec
     local_rank = int(os.environ["LOCAL_RANK"])
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     extra = strategy_class(config).servers(config)  # processes that serve instead of train
-    if config.workers not in (1, world - extra):
+    parts = layout_from_config(config).parts  # processes per replica of a split model
+    if config.workers not in (1, (world - extra) // parts) or (world - extra) % parts:
         raise UserError(
             f"workers is {config.workers} but torchrun started {world} processes"
-            f"{f' ({extra} of them servers)' if extra else ''}; drop --workers"
+            f"{f' ({extra} of them servers)' if extra else ''}"
+            f"{f' for replicas of {parts} processes' if parts > 1 else ''}; drop --workers"
         )
-    config = dataclasses.replace(config, workers=world - extra)
+    config = dataclasses.replace(config, workers=(world - extra) // parts)
+    strategy_class(config).check(config)
     data = resolve_data(dataset, config)
     built = resolve_model(model, data, config)
+    strategy_class(config).check_model(config, built, data.input_shape)
     if rank == 0:
         prepare_out_dir(config)
     ctx = init_worker(rank, world, local_rank, local_world, **_runtime_options(config))

@@ -22,6 +22,7 @@ from torch.utils.data import default_collate
 from escala.checkpoint import capture_rng, restore_rng, save_checkpoint
 from escala.config.schema import TrainConfig
 from escala.data.shard import ShardedBatches, eval_shard
+from escala.errors import UserError
 from escala.metrics import JsonlWriter, Progress, TensorBoardWriter, write_json
 from escala.parallel.strategy import Strategy
 from escala.precision.mixed import Precision
@@ -54,13 +55,20 @@ class Trainer:
         self.ctx = ctx
         self.strategy = strategy
         self.out = Path(config.out)
-        self.model = model.to(ctx.device)
+        model = model.to(ctx.device)
+        self.total_params = sum(p.numel() for p in model.parameters())
+        if resume_from is not None:  # whole-model weights, before a model-parallel strategy splits them
+            model.load_state_dict(resume_from["model"])
+        # Which replica this process serves: all processes of a split model read the same batches.
+        self.dp_rank, self.dp_world = strategy.data_rank_world(ctx)
+        sample = fetch(data.train, torch.arange(min(config.batch_size, len(data.train))))[0].to(ctx.device)
+        self.model = strategy.split_model(model, ctx, sample)
         self.optimizer = build_optimizer(self.model.parameters(), config)
         # Autocast / loss scaling / simulated formats; the identity for the default fp32 run.
         self.precision = Precision(config, ctx.device)
         self.precision.prepare(self.model, self.optimizer)
         self.batches = ShardedBatches(
-            len(data.train), config.batch_size, ctx.rank, ctx.world_size, config.seed
+            len(data.train), config.batch_size, self.dp_rank, self.dp_world, config.seed
         )
         self.scheduler = build_scheduler(self.optimizer, config, self.batches.steps_per_epoch)
         self.epoch = 0  # completed epochs
@@ -115,24 +123,16 @@ class Trainer:
             else:
                 x, y = fetch(self.data.train, batch.indices)
                 x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-                with self.precision.autocast():
-                    out = self.train_model(x)
-                    if batch.has_filler:  # only in a short last batch: the filler sample must not count
-                        total = (
-                            F.cross_entropy(out, y, reduction="none") * batch.weights.to(ctx.device)
-                        ).sum()
-                    else:
-                        total = F.cross_entropy(out, y, reduction="sum")
-                loss = total * (ctx.world_size / batch.global_count)
                 self.optimizer.zero_grad(set_to_none=True)
-                self.precision.backward(loss)
+                total = self._forward_backward(x, y, batch)
                 self.precision.step(self.optimizer, self.strategy)
                 self.scheduler.step()
                 self.step += 1
                 self.step_in_epoch += 1
                 self.strategy.after_step(self.step, self.train_model, self.optimizer)
-                loss_sum += total.detach()
-                count += batch.real
+                if total is not None and self.strategy.reports_metrics:
+                    loss_sum += total.detach()
+                    count += batch.real
                 self.samples_seen += batch.global_count
                 self.progress.advance()
                 skip = self.strategy.steps_to_skip()
@@ -148,6 +148,24 @@ class Trainer:
             self.progress.end_epoch({"stopped at step": self.step})
             return
         self._end_epoch(started)
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, batch) -> torch.Tensor | None:
+        """Forward, loss, backward of this process's batch; the sum of its per-sample losses.
+
+        The loss is ``(replicas / n_global) * sum_i w_i l_i`` (see :mod:`escala.data.shard`): averaging
+        the replicas' gradients gives the gradient of the mean loss over the global batch.
+        """
+        scale = self.dp_world / batch.global_count
+        if self.strategy.owns_step:  # e.g. a pipeline: the loss exists on its last stage only
+            return self.strategy.forward_backward(self.train_model, x, y, batch, scale)
+        with self.precision.autocast():
+            out = self.train_model(x)
+            if batch.has_filler:  # only in a short last batch: the filler sample must not count
+                total = (F.cross_entropy(out, y, reduction="none") * batch.weights.to(self.ctx.device)).sum()
+            else:
+                total = F.cross_entropy(out, y, reduction="sum")
+        self.precision.backward(total * scale)
+        return total
 
     def _stash_partial(self, loss_sum: torch.Tensor, count: float, elapsed: float) -> None:
         """Keep the running epoch's sums so a checkpoint taken mid-epoch can continue them."""
@@ -193,12 +211,15 @@ class Trainer:
         model = self.strategy.unwrap(self.train_model)
         was_training = model.training
         model.eval()
-        idx = eval_shard(len(self.data.val), self.ctx.rank, self.ctx.world_size)
+        idx = eval_shard(len(self.data.val), *self.strategy.eval_rank_world(self.ctx))
         loss = correct = 0.0
-        for start in range(0, len(idx), EVAL_BATCH):
-            x, y = fetch(self.data.val, idx[start : start + EVAL_BATCH])
+        chunk = self.strategy.eval_batch_size or EVAL_BATCH
+        for start in range(0, len(idx), chunk):
+            x, y = fetch(self.data.val, idx[start : start + chunk])
             x, y = x.to(self.ctx.device), y.to(self.ctx.device)
-            out = model(x)
+            out = self.strategy.eval_forward(model, x)
+            if out is None:  # another process of this replica reports these samples
+                continue
             loss += float(F.cross_entropy(out, y, reduction="sum"))
             correct += float((out.argmax(dim=1) == y).sum())
         model.train(was_training)
@@ -212,6 +233,10 @@ class Trainer:
         self.strategy.synchronize(self.train_model)
         rng = self.ctx.all_gather_object(capture_rng())
         strategy_states = self.ctx.all_gather_object(self.strategy.state_dict())
+        model_state = self.strategy.full_state_dict(self.train_model)
+        optimizer_state = self.strategy.optimizer_state(self.optimizer)
+        if self.strategy.per_rank_optimizer:  # each process optimizes its own part of the model
+            optimizer_state = self.ctx.all_gather_object(optimizer_state)
         if not self.ctx.is_main:
             return
         state = {
@@ -226,8 +251,9 @@ class Trainer:
             "train_time": self.train_time,
             "samples_seen": self.samples_seen,
             "world_size": self.ctx.world_size,
-            "model": self.strategy.unwrap(self.train_model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": None if self.strategy.per_rank_optimizer else optimizer_state,
+            "optimizers": optimizer_state if self.strategy.per_rank_optimizer else None,
             "precision": self.precision.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "strategy": strategy_states,
@@ -236,8 +262,17 @@ class Trainer:
         save_checkpoint(state, self.out / "checkpoints" / "last.pt")
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        # The weights were loaded in __init__, before a model-parallel split.
+        per_rank = ckpt.get("optimizers")
+        if per_rank is not None:
+            if len(per_rank) != self.ctx.world_size:
+                raise UserError(
+                    f"the checkpoint in {self.out} was written by {len(per_rank)} processes of a split "
+                    f"model; resume it with the same layout ({self.ctx.world_size} processes now)"
+                )
+            self.strategy.load_optimizer_state(self.optimizer, per_rank[self.ctx.rank])
+        else:
+            self.strategy.load_optimizer_state(self.optimizer, ckpt["optimizer"])
         self.precision.load_state_dict(ckpt.get("precision"))
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
@@ -262,12 +297,13 @@ class Trainer:
             **self.last_eval,
             "epochs": self.epoch + self.step_in_epoch / steps,
             "steps": self.step,
-            "workers": self.ctx.world_size,
+            "workers": self.dp_world,
+            "processes": self.ctx.world_size,
             "strategy": self.strategy.name,
             "model": self.config.model,
             "dataset": self.data.name,
-            "params": sum(p.numel() for p in self.model.parameters()),
-            "global_batch": self.config.batch_size * self.ctx.world_size,
+            "params": self.total_params,
+            "global_batch": self.config.batch_size * self.dp_world,
             "wall_s": self.wall_before + time.perf_counter() - started,
             "samples_per_s": self.samples_seen / self.train_time if self.train_time > 0 else 0.0,
             "device": str(self.ctx.device),

@@ -156,7 +156,9 @@ class PipelineStageRunner:
         self.schedule = _SCHEDULE_CLASSES[schedule](
             self.stage, n_microbatches=microbatches, loss_fn=loss_fn, scale_grads=False
         )
-        self._eval_schedule: ScheduleGPipe | None = None
+        self.loss_fn = loss_fn
+        self._target_like: torch.Tensor | None = None  # an empty tensor with the targets' dtype/shape
+        self._target_rows: int | None = None
         self.steps = 0
         self.busy_s = 0.0
         self.wall_s = 0.0
@@ -173,6 +175,8 @@ class PipelineStageRunner:
         the last stage returns the summed loss of the micro-batches, the others None."""
         self._check_batch(x)
         self._check_batch(target)
+        if target is not None:
+            self._target_like, self._target_rows = target[:0], target.shape[0]
         if self.measure and dist.is_initialized():
             dist.barrier(group=self.group)
         self.clock.busy = 0.0
@@ -189,15 +193,26 @@ class PipelineStageRunner:
         self.steps += 1
         return torch.stack([loss.detach() for loss in losses]).sum() if self.is_last else None
 
-    def forward(self, x: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Forward only (evaluation); the last stage returns the whole mini-batch's output."""
+    def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None) -> torch.Tensor | None:
+        """Forward only (evaluation); the last stage returns the whole mini-batch's output.
+
+        PyTorch's schedule computes its loss on the last stage even when evaluating, so that stage
+        is given a dummy target shaped like the training targets (``batch_size`` rows, by default
+        those of the last training step); the loss is thrown away.
+        """
         self._check_batch(x)
         args = (x,) if self.is_first else ()
-        if self._eval_schedule is None:
-            # A loss-free GPipe schedule on the same stage: forward only, outputs kept on the last stage.
-            self._eval_schedule = ScheduleGPipe(self.stage, n_microbatches=self.microbatches)
+        target = None
+        if self.is_last and self.loss_fn is not None:
+            rows = batch_size or (x.shape[0] if x is not None else self._target_rows)
+            if rows is None or self._target_like is None:
+                raise UserError("the last pipeline stage evaluates after a training step, or with batch_size")
+            target = self._target_like.new_zeros((rows, *self._target_like.shape[1:]))
+        # The training schedule's own eval(): it notices the switch to forward-only and back, and
+        # rebuilds the stage's receive buffers each time. (A second schedule on the same stage would
+        # leave them without requires_grad, and no gradient would reach the earlier stages again.)
         with torch.no_grad():
-            out = self._eval_schedule.eval(*args)
+            out = self.schedule.eval(*args, target=target)
         return out if self.is_last else None
 
     def bubble(self) -> float:
