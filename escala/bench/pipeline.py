@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from escala.bench.report import machine_line, markdown_table, update_section
-from escala.models import build_model, count_parameters
+from escala.bench.workload import mlp, random_batches
+from escala.models import count_parameters
 from escala.parallel.model.pipeline import (
     PipelineStageRunner,
     partition,
@@ -32,31 +33,20 @@ from escala.runtime import spawn_workers
 from escala.runtime.dist import set_threads
 
 # Micro-batches must stay big enough that compute, not the per-message overhead of the engine, dominates.
+# Input width = hidden width, so the K stages get equal parameter counts and equal work: the theory
+# (K - 1)/(M + K - 1) assumes equal stage times, and an unbalanced cut would add its own idle time.
 SPEC = {
-    "features": 512,
+    "features": 1024,
     "hidden": (1024,) * 8,
     "batch": 512,
     "steps": 8,
     "micro": (1, 2, 4, 8, 16),
     "stages": 2,
 }
-QUICK = {"features": 256, "hidden": (1024,) * 4, "batch": 256, "steps": 5, "micro": (1, 2, 4, 8), "stages": 2}
+QUICK = {"features": 1024, "hidden": (1024,) * 4, "batch": 256, "steps": 5, "micro": (1, 2, 4, 8), "stages": 2}
 
 
-def _model(spec):
-    torch.manual_seed(0)
-    return build_model("mlp", (spec["features"],), 10, hidden=spec["hidden"])
-
-
-def _batches(spec):
-    g = torch.Generator().manual_seed(0)
-    return [
-        (
-            torch.randn(spec["batch"], spec["features"], generator=g),
-            torch.randint(0, 10, (spec["batch"],), generator=g),
-        )
-        for _ in range(spec["steps"])
-    ]
+_model, _batches = mlp, random_batches
 
 
 def _unsplit(spec) -> float:

@@ -23,7 +23,8 @@ from torch.distributed.tensor.debug import CommDebugMode
 from torch.nn.parallel import DistributedDataParallel
 
 from escala.bench.report import machine_line, markdown_table, update_section
-from escala.models import build_model, count_parameters
+from escala.bench.workload import mlp, random_batches
+from escala.models import count_parameters
 from escala.parallel.model.tensor import linear_pairs, local_parameter_count, tensor_parallel
 from escala.runtime import spawn_workers
 from escala.runtime.dist import set_threads
@@ -32,20 +33,7 @@ SPEC = {"features": 784, "hidden": (2048, 2048, 2048, 2048), "batch": 256, "step
 QUICK = {"features": 784, "hidden": (1024, 1024), "batch": 128, "steps": 5, "world": 2}
 
 
-def _model(spec):
-    torch.manual_seed(0)
-    return build_model("mlp", (spec["features"],), 10, hidden=spec["hidden"])
-
-
-def _batches(spec):
-    g = torch.Generator().manual_seed(0)
-    return [
-        (
-            torch.randn(spec["batch"], spec["features"], generator=g),
-            torch.randint(0, 10, (spec["batch"],), generator=g),
-        )
-        for _ in range(spec["steps"])
-    ]
+_model, _batches = mlp, random_batches
 
 
 def _train(model, data, shard=None) -> float:

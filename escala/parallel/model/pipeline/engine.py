@@ -54,31 +54,18 @@ class _Clock:
         self._b_last = time.perf_counter()
 
 
-class _OutputGradArrives(torch.autograd.Function):
-    """Identity whose backward marks the start of this stage's backward for one micro-batch."""
+class _MarkBackward(torch.autograd.Function):
+    """Identity whose backward calls ``mark()`` when the gradient passes: on a stage's output it marks
+    the start of the stage's backward for one micro-batch, on its input the last thing it computes."""
 
     @staticmethod
-    def forward(ctx, x, clock):
-        ctx.clock = clock
+    def forward(ctx, x, mark):
+        ctx.mark = mark
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.clock.backward_started()
-        return grad, None
-
-
-class _InputGradLeaves(torch.autograd.Function):
-    """Identity whose backward marks the input gradient (the last thing a non-first stage computes)."""
-
-    @staticmethod
-    def forward(ctx, x, clock):
-        ctx.clock = clock
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        ctx.clock.backward_tick()
+        ctx.mark()
         return grad, None
 
 
@@ -94,10 +81,10 @@ class _Timed(nn.Module):
         self.clock.close_backward()
         t0 = time.perf_counter()
         if x.requires_grad:
-            x = _InputGradLeaves.apply(x, self.clock)
+            x = _MarkBackward.apply(x, self.clock.backward_tick)
         out = self.inner(x)
         self.clock.busy += time.perf_counter() - t0
-        return _OutputGradArrives.apply(out, self.clock)
+        return _MarkBackward.apply(out, self.clock.backward_started)
 
 
 class PipelineStageRunner:
