@@ -6,7 +6,7 @@ everywhere 3.62 %, LNS everywhere with Kahan-compensated updates 2.29 %): roundi
 matmuls costs nothing, storing weights and updates in LNS loses the small updates, Kahan
 compensation wins them back. Every row is a run of ``escala train`` (the one loop) with the same
 seed, data order and initial weights; only ``--simulate/--simulate-scope/--kahan`` differ. Data: the
-scikit-learn digits by default, MNIST when ``ESCALA_MNIST_DIR`` names a directory of IDX files.
+scikit-learn digits by default, MNIST with ``--dataset mnist --data-dir DIR`` (or ``ESCALA_MNIST_DIR=DIR``).
 
 Table 2 compares autocast bf16 and fp16 (with dynamic loss scaling) with float32 on this machine,
 accuracy and training throughput as ratios measured in the same run. On a CPU without native
@@ -31,7 +31,12 @@ ROWS = [
 ]
 
 
+_CHOSEN: dict = {}  # set by main() from ``escala bench precision --dataset/--data-dir``
+
+
 def _dataset() -> dict:
+    if _CHOSEN:
+        return dict(_CHOSEN)
     mnist = os.environ.get("ESCALA_MNIST_DIR")
     return {"dataset": "mnist", "data_dir": mnist} if mnist else {"dataset": "digits"}
 
@@ -150,7 +155,17 @@ def autocast_table(spec: dict, quick: bool = False) -> str:
     )
 
 
-def main(quick: bool = False, docs: str | None = None) -> None:
+def main(
+    quick: bool = False, docs: str | None = None, dataset: str | None = None, data_dir: str | None = None
+) -> None:
+    from escala.bench import bench_data
+    from escala.data import load_dataset
+
+    _CHOSEN.clear()
+    if dataset or data_dir:
+        name, folder = bench_data(dataset, data_dir)
+        load_dataset(name, folder)  # a bad --data-dir fails here, in one line, before any training
+        _CHOSEN.update({"dataset": name, "data_dir": folder} if folder else {"dataset": name})
     spec = QUICK if quick else SPEC
     data = _dataset()["dataset"]
     fmt = f"LNS with {spec['lns_int_bits']} integer and {spec['lns_frac_bits']} fraction bits of log2 (1+{spec['lns_int_bits']}+{spec['lns_frac_bits']} bits)"

@@ -20,11 +20,26 @@ from escala.bench.report import machine_line, markdown_table, update_section
 from escala.search.executors.base import Reporter
 from escala.search.executors.local import LocalExecutor
 from escala.search.space import choice, integer, loguniform
+from escala.search.store import read_study
 from escala.search.study import launch
 from escala.search.trainable import train_trial
 
-FULL = {"trials": 20, "epochs": 6, "es_iterations": 40, "es_pairs": 30}
-QUICK = {"trials": 8, "epochs": 3, "es_iterations": 10, "es_pairs": 10}
+FULL = {
+    "trials": 20,
+    "epochs": 6,
+    "es_iterations": 40,
+    "es_pairs": 30,
+    "budget_s": 30,
+    "cartpole_iterations": 16,
+}
+QUICK = {
+    "trials": 8,
+    "epochs": 3,
+    "es_iterations": 10,
+    "es_pairs": 10,
+    "budget_s": 10,
+    "cartpole_iterations": 5,
+}
 HIDDEN = [[32], [64], [128], [64, 32], [128, 64]]
 
 
@@ -60,6 +75,116 @@ def _escala_arm(searcher: str, spec: dict, cpus: int, parallel: int = 1, early_s
         "stopped": s["trials_stopped_early"],
         "wall": wall,
     }
+
+
+def _budget_arm(early_stop: str | None, spec: dict, cpus: int) -> dict:
+    """Random search for a fixed wall time; what finished inside it (completed or stopped early)."""
+    with tempfile.TemporaryDirectory() as out:
+        launch(
+            train_trial,
+            space(spec["epochs"]),
+            searcher="random",  # the same seed in both arms: the same configurations in the same order
+            trials=1_000_000,
+            metric="val_acc",
+            out=out + "/s",
+            early_stop=early_stop,
+            early_stop_options={"max_steps": spec["epochs"]} if early_stop else None,
+            executor=LocalExecutor(1, cpus_per_trial=cpus),
+            time_budget_s=spec["budget_s"],
+        )
+        _, trials = read_study(out + "/s")
+    inside = [t for t in trials.values() if t.ended is not None and t.ended <= spec["budget_s"]]
+    done = [t.value for t in inside if t.status == "completed"]
+    return {
+        "evaluated": sum(t.status in ("completed", "stopped") for t in inside),
+        "completed": len(done),
+        "stopped": sum(t.status == "stopped" for t in inside),
+        "best": max(done, default=float("nan")),
+    }
+
+
+def early_stopping_table(spec: dict, cpus: int = 1, repeats: int = 2) -> tuple[str, float]:
+    """Random search with and without ASHA, same objective, same wall budget, in this run.
+
+    The arms alternate (none, asha, asha, none, ...) so a change in the machine's load between them
+    falls on both; the counts are summed over the repeats.
+    """
+    order = [a for k in range(repeats) for a in ((None, "asha") if k % 2 == 0 else ("asha", None))]
+    totals: dict[str | None, dict] = {}
+    for arm in order:
+        r = _budget_arm(arm, spec, cpus)
+        t = totals.setdefault(arm, {"evaluated": 0, "completed": 0, "stopped": 0, "best": float("nan")})
+        for key in ("evaluated", "completed", "stopped"):
+            t[key] += r[key]
+        t["best"] = r["best"] if t["best"] != t["best"] else max(t["best"], r["best"])
+        print(f"  budget arm {arm or 'none'}: {r}", flush=True)
+    minutes = repeats * spec["budget_s"] / 60
+    base = totals[None]["evaluated"]
+    ratio = totals["asha"]["evaluated"] / base if base else float("nan")
+    rows = [
+        [
+            name,
+            t["evaluated"],
+            t["completed"],
+            t["stopped"],
+            t["best"],
+            t["evaluated"] / minutes,
+            t["evaluated"] / base if base else float("nan"),
+        ]
+        for name, t in (("none", totals[None]), ("asha", totals["asha"]))
+    ]
+    table = markdown_table(
+        [
+            "early stopping",
+            "configs evaluated",
+            "completed",
+            "stopped early",
+            "best val_acc",
+            "configs/min",
+            "ratio",
+        ],
+        rows,
+    )
+    return table, ratio
+
+
+def cartpole_tables(iterations: int) -> list[str]:
+    """ES on CartPole-v1: evaluation return against iterations, and iteration time with 1 and 2 workers.
+
+    Both runs do the same work (the result is bit-identical for any number of workers), one spawned
+    single-threaded process against two; empty when gymnasium is not installed.
+    """
+    try:
+        import gymnasium  # noqa: F401
+    except ImportError:
+        print("gymnasium is not installed (pip install 'escala[control]'): the CartPole rows are skipped")
+        return []
+    from escala.search.es import es_cartpole
+
+    one = es_cartpole(iterations=iterations, workers=1, spawn=True)
+    two = es_cartpole(iterations=iterations, workers=2)
+    same = one["theta"] == two["theta"]
+    h = one["history"]
+    marks = sorted({max(1, len(h) * k // 4) for k in range(1, 5)})
+    curve = markdown_table(
+        ["ES iteration", "return (5 held-out episodes)", "mean fitness"],
+        [[0, one["initial"]["return"], float("nan")]]
+        + [[i, h[i - 1]["return"], h[i - 1]["mean_fitness"]] for i in marks],
+    )
+    t1 = h[-1]["wall_s"] / len(h)
+    t2 = two["history"][-1]["wall_s"] / len(two["history"])
+    workers = markdown_table(
+        ["ES workers", "s / iteration", "speedup", "same policy as 1 worker"],
+        [[1, t1, 1.0, "yes"], [2, t2, t1 / t2, "yes" if same else "NO"]],
+    )
+    text = (
+        "Evolution strategies on CartPole-v1 (gymnasium): linear greedy policy from zero weights, 16 "
+        "antithetic pairs, sigma 0.1, Adam lr 0.1, 2 episodes per fitness (starts shared by the "
+        "iteration), return of 5 held-out episodes (500 at most); iteration time with 1 and 2 workers "
+        f"over the same {iterations} iterations."
+    )
+    print(curve, workers, sep="\n", flush=True)
+    return [text, curve, workers]
 
 
 def _optuna_arm(sampler_name: str, spec: dict, cpus: int) -> dict:
@@ -162,6 +287,10 @@ def main(quick: bool = False, docs: str | None = None) -> None:
     )
     print(par, flush=True)
 
+    # early stopping at the same wall budget
+    asha_table, asha_ratio = early_stopping_table(spec, cores)
+    print(asha_table, flush=True)
+
     # evolution strategies
     from escala.search.es import es_digits
 
@@ -178,21 +307,29 @@ def main(quick: bool = False, docs: str | None = None) -> None:
     es_workers = markdown_table(
         ["ES workers", "s / iteration", "speedup"], [[1, per_it_1, 1.0], [2, per_it_2, per_it_1 / per_it_2]]
     )
+    cartpole = cartpole_tables(spec["cartpole_iterations"])
     body = "\n\n".join(
         [
             "## search: escala searchers vs Optuna (`escala bench search`)",
             f"{machine_line()} Digits MLP, {spec['epochs']} epochs per trial, {spec['trials']} trials per search, "
             "one trial at a time; objective = final validation accuracy. `vs TPE` is the difference in best "
             "accuracy; `speed vs TPE` = TPE wall time / this wall time (process start-up included for escala). "
-            "ASHA: eta 3, rungs at epochs 1, 3, 9, ... below the last epoch.",
+            "ASHA: eta 4, rungs at epochs 1, 4, 16, ... below the last epoch.",
             table,
             f"Parallel trials (random search, {spec['trials']} trials, one thread each):",
             par,
+            f"Early stopping at the same wall budget: random search (same seed, so the same configurations "
+            f"in the same order) for {spec['budget_s']} s per arm, without and with ASHA (eta 4, rungs at "
+            f"epoch 1, 4, ... below the last), arms alternated, two runs each, counts summed; a configuration "
+            f"is evaluated when it completed or was stopped inside the budget. ASHA evaluates "
+            f"{asha_ratio:.2f}x as many configurations.",
+            asha_table,
             f"Evolution strategies on the digits MLP ({spec['es_pairs']} antithetic pairs per iteration, fitness "
             "shaping, Adam): validation accuracy against iterations, and iteration time against workers "
             "(only the scalar fitnesses travel).",
             es_curve,
             es_workers,
+            *cartpole,
         ]
     )
     print(table)

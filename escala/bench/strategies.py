@@ -51,6 +51,10 @@ RUNS = [
     ("allreduce + bf16", {"strategy": "allreduce", "compress": "bf16"}),
     ("allreduce + qsgd 4 bit", {"strategy": "allreduce", "compress": "qsgd", "qsgd_bits": 4}),
     ("allreduce + topk 1%", {"strategy": "allreduce", "compress": "topk", "topk_ratio": 0.01}),
+    (
+        "allreduce + topk 1%, no momentum correction",
+        {"strategy": "allreduce", "compress": "topk", "topk_ratio": 0.01, "topk_momentum_correction": False},
+    ),
     ("localsgd H=4", {"strategy": "localsgd", "average_every": 4}),
     ("backup b=0", {"strategy": "backup"}),
     ("paramserver S=1", {"strategy": "paramserver", "servers": 1}),
@@ -247,6 +251,8 @@ def main(quick: bool = False, docs: str | None = None) -> None:
         "backup counts the whole global batch, dropped gradients included.\n\n"
         f"{table}\n\n### hogwild against the PyTorch Hogwild example\n\n{hog_ratio}\n\n"
         f"### a straggler: backup workers against all-reduce\n\n{strag_table}\n\n"
+        "topk runs with DGC's momentum correction and masking (the default) unless the row says otherwise; "
+        "paramserver with the default staleness-aware learning rate (lr / (staleness + 1)).\n\n"
         "Aims: qsgd 4 bit >= 7x and topk 1% >= 30x fewer bytes than fp32, each within 1 point of its accuracy; "
         "backup keeps >= 80% of its straggler-free throughput while allreduce falls to the straggler's pace."
         f"{_plot(results, docs)}"

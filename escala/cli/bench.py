@@ -17,11 +17,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="markdown file whose section for this benchmark is replaced ('' to skip)",
     )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        choices=("digits", "mnist"),
+        help="data set of benchmarks that train (compress, precision); default digits, or mnist when "
+        "ESCALA_MNIST_DIR is set",
+    )
+    p.add_argument(
+        "--data-dir", default=None, metavar="DIR", help="directory of the MNIST IDX files (--dataset mnist)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from escala.bench import run_benchmark
 
-    run_benchmark(args.name, quick=args.quick, docs=args.docs or None)
+    run_benchmark(
+        args.name, quick=args.quick, docs=args.docs or None, dataset=args.dataset, data_dir=args.data_dir
+    )
     return 0

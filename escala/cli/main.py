@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 
 from escala import __version__
-from escala.cli import bench, compress, memory, search, train
+from escala.cli import bench, compress, ensemble, memory, plan, search, train
 from escala.cli.common import OneLineParser, run_guarded
 
-SUBCOMMANDS = (train, bench, compress, search, memory)
+SUBCOMMANDS = (train, bench, compress, search, ensemble, memory, plan)
 
 
 def build_parser() -> OneLineParser:

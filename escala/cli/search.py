@@ -29,10 +29,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--searcher", default="random", choices=["grid", "random", "ga", "de", "evolution"])
     p.add_argument("--trials", type=int, help="trials to run in all [default: the grid's size, else 10]")
+    p.add_argument(
+        "--time-budget", type=float, metavar="S", help="propose no trial after S seconds of wall time"
+    )
     p.add_argument("--parallel", type=int, default=1, help="trials running at the same time [default: 1]")
     p.add_argument("--executor", default="local", choices=["local", "ray"], help="where trials run")
     p.add_argument("--address", help="Ray cluster address for --executor ray (default: a local Ray)")
     p.add_argument("--early-stop", choices=["none", "median", "asha"], default="none", help="stop bad trials")
+    p.add_argument(
+        "--eta", type=float, help="asha: reduction factor, 1/eta of trials pass a rung [default: 4]"
+    )
+    p.add_argument(
+        "--min-epochs", type=float, help="asha: first rung; median: grace period, in epochs [default: 1]"
+    )
     p.add_argument("--metric", default="val_acc", help="the objective, a key of the trial summary")
     p.add_argument("--direction", choices=["max", "min"], help="[default: min for *loss, else max]")
     p.add_argument("--seed", type=int, default=0, help="seed of the searcher")
@@ -92,6 +101,20 @@ def search(args) -> int:
     trials = args.trials if args.trials is not None else (len(searcher) if args.searcher == "grid" else 10)
     if trials < 1 or args.parallel < 1:
         raise UserError("--trials and --parallel must be >= 1")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UserError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
+    epochs = space.constants.get("epochs")
+    # a rung at a trial's last epoch would decide nothing: the trial is done there anyway
+    stop_opts = {"max_steps": epochs} if args.early_stop == "asha" and isinstance(epochs, int) else {}
+    if args.eta is not None:
+        if args.early_stop != "asha":
+            raise UserError("--eta applies to --early-stop asha only")
+        stop_opts["eta"] = args.eta
+    if args.min_epochs is not None:
+        if args.early_stop == "none":
+            raise UserError("--min-epochs applies to --early-stop asha or median")
+        stop_opts["min_steps" if args.early_stop == "asha" else "grace_steps"] = args.min_epochs
+    stopper = make_stopper(args.early_stop, direction, **stop_opts)
     gpus = [int(g) for g in args.gpus.replace(",", " ").split()] if args.gpus else []
     if args.executor == "ray":
         from escala.search.executors.ray import RayExecutor
@@ -115,10 +138,6 @@ def search(args) -> int:
     out = Path(args.out)
     store = StudyStore(out, settings, resume=args.resume)
     try:
-        epochs = space.constants.get("epochs")
-        # a rung at a trial's last epoch would decide nothing: the trial is done there anyway
-        stop_opts = {"max_steps": epochs} if args.early_stop == "asha" and isinstance(epochs, int) else {}
-        stopper = make_stopper(args.early_stop, direction, **stop_opts)
         print(
             f"escala search: {args.searcher}, {trials} trials, {args.parallel} at a time -> {out}", flush=True
         )
@@ -130,7 +149,15 @@ def search(args) -> int:
             )
 
         summary = run_study(
-            train_trial, searcher, executor, store, trials, args.metric, stopper, on_event=progress
+            train_trial,
+            searcher,
+            executor,
+            store,
+            trials,
+            args.metric,
+            stopper,
+            on_event=progress,
+            time_budget_s=args.time_budget,
         )
         summary["trials_planned"] = trials
         from escala.metrics import write_json

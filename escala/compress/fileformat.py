@@ -185,6 +185,9 @@ def _chunk_bytes(rec: dict[str, Any]) -> int:
 
 
 # -- the file --------------------------------------------------------------------------------------
+AUTO_INDEX_BITS = range(2, 9)
+
+
 def encode_model(
     model: nn.Module,
     books: dict[str, tuple] | None = None,
@@ -192,9 +195,16 @@ def encode_model(
     index_bits: int = 5,
     huffman: bool = False,
     allow_sparse: bool = True,
+    index_bits_per_layer: dict[str, int] | None = None,
 ) -> tuple[dict[str, Any], bytes]:
-    """Header records and payload of ``model``'s state (``books``: codebooks from weight sharing)."""
-    books, bits = books or {}, bits or {}
+    """Header records and payload of ``model``'s state (``books``: codebooks from weight sharing).
+
+    ``index_bits`` is the width of the relative sparse index, ``index_bits_per_layer`` overrides it per
+    layer; 0 lets the encoder try widths 2-8 for the layer and keep the smallest encoding (the paper
+    fixes it per layer: 5 bits for fc, 8 for conv layers). Each record stores its width, so the decoder
+    needs no setting.
+    """
+    books, bits, per_layer = books or {}, bits or {}, index_bits_per_layer or {}
     layers = weight_layers(model)
     weight_keys = {f"{name}.weight": name for name in layers}
     w = _Writer()
@@ -211,14 +221,16 @@ def encode_model(
             }
             continue
         book, b = books.get(name), bits.get(name, 0)
-        options = [False, True] if allow_sparse else [False]
+        width = per_layer.get(name, index_bits)
+        options = [(False, 1)]
+        if allow_sparse:
+            options += [(True, k) for k in (AUTO_INDEX_BITS if width == 0 else [width])]
         best = None
-        for sparse in options:  # keep whichever of dense and sparse storage is smaller
-            trial = _Writer()
-            rec = _encode_layer(trial, tensor, book, b, index_bits, huffman, sparse)
+        for sparse, k in options:  # keep whichever of dense and sparse storage is smaller
+            rec = _encode_layer(_Writer(), tensor, book, b, k, huffman, sparse)
             if best is None or _chunk_bytes(rec) < _chunk_bytes(best[0]):
-                best = (rec, sparse)
-        records[key] = _encode_layer(w, tensor, book, b, index_bits, huffman, best[1])
+                best = (rec, sparse, k)
+        records[key] = _encode_layer(w, tensor, book, b, best[2], huffman, best[1])
     return records, w.buf.getvalue()
 
 

@@ -27,7 +27,7 @@ from escala.compress.fileformat import encode_model, load_compressed, write_comp
 from escala.compress.prune import apply_masks, magnitude_masks, make_permanent, round_sparsity, sparsity
 from escala.compress.recipe import Recipe, build_recipe, check_against_model
 from escala.compress.report import layer_rows, markdown
-from escala.compress.retrain import retrain, stage_config
+from escala.compress.retrain import refresh, retrain, stage_config
 from escala.compress.share import apply_sharing, codebooks, remove_sharing
 from escala.compress.speed import latency, sparse_copy
 from escala.compress.structured import layer_shapes, reshape_layers, thin
@@ -100,11 +100,12 @@ def dense_bytes(model: nn.Module) -> int:
 def dense_copy(model: nn.Module, build: dict[str, Any]) -> nn.Module:
     """A plain copy of ``model``: masks and shared weights evaluated into ordinary ``weight`` tensors.
 
-    Built fresh rather than deep-copied: a parametrized layer's class is shared with its copies, so
-    removing the parametrization from a copy would break the original.
+    Built fresh rather than deep-copied, from the weights the layers compute with (masks and shared
+    values recomputed first).
     """
     from escala.models import build_model
 
+    refresh(model)
     plain = build_model(
         build["model"],
         tuple(build["input_shape"]),
@@ -155,7 +156,7 @@ def compress(
     def record(name: str, m: nn.Module, bits: dict[str, int] | None = None, huffman: bool = False) -> None:
         m = m.student if isinstance(m, TemperatureScaled) else m
         flat, books = dense_copy(m, build), codebooks(m)
-        _, payload = encode_model(flat, books=books, bits=bits, index_bits=r.index_bits, huffman=huffman)
+        _, payload = encode_model(flat, books=books, bits=bits, **index, huffman=huffman)
         entry = {"stage": name, "val_acc": accuracy(flat, data.val), "payload_bytes": len(payload)}
         stages.append(entry)
         log(f"{name:<28} val_acc {entry['val_acc']:.4f}  payload {entry['payload_bytes']:,} bytes")
@@ -167,6 +168,17 @@ def compress(
             )
             retrain(m, split, config)
 
+    soft: list[DataSplit] = []
+
+    def recover(name: str, m: nn.Module, epochs: int, lr: float) -> None:
+        """Retrain after pruning/sharing: on the labels, or on the original model's soft targets."""
+        if not r.retrain_distill:
+            return train_stage(name, m, data, epochs, lr)
+        if not soft:  # the dense model before compression is the teacher (Hinton et al. 2015)
+            soft.append(transfer_set(teachers or [original], data, r.temperature, r.alpha, seed=r.seed))
+        train_stage(name, TemperatureScaled(m, r.temperature), soft[0], epochs, lr)
+
+    index = {"index_bits": r.index_bits, "index_bits_per_layer": r.index_bits_per_layer}
     record("original", model)
     summary: dict[str, Any] = {"checkpoint": str(checkpoint), "steps": r.steps(), "model": build["model"]}
     retrain_lr = r.retrain_lr or base_lr / 10
@@ -202,7 +214,7 @@ def compress(
         widths = thin(model, r.structured)
         summary["structured"] = {"widths": widths}
         record("structured (thinned)", model)
-        train_stage("structured", model, data, r.retrain_epochs, retrain_lr)
+        recover("structured", model, r.retrain_epochs, retrain_lr)
         record("structured + retrain", model)
 
     if "prune" in r.steps():
@@ -216,7 +228,7 @@ def compress(
                 model, magnitude_masks(layers, sparsity=None if quality else targets, quality=quality)
             )
             record(f"prune round {k}", model)
-            train_stage(f"prune{k}", model, data, r.retrain_epochs, retrain_lr)
+            recover(f"prune{k}", model, r.retrain_epochs, retrain_lr)
             record(f"prune round {k} + retrain", model)
         make_permanent(model)
         summary["sparsity"] = sparsity(model)
@@ -228,7 +240,7 @@ def compress(
         bits.update(r.share_bits_per_layer)
         summary["share"] = apply_sharing(model, bits, seed=r.seed)
         record("share (k-means)", model, bits)
-        train_stage("share", model, data, r.share_epochs, r.share_lr or retrain_lr)
+        recover("share", model, r.share_epochs, r.share_lr or retrain_lr)
         record("share + centroid fine-tune", model, bits)
     books = remove_sharing(model)
     make_permanent(model)
@@ -236,9 +248,9 @@ def compress(
 
     # -- the file: written, read back, checked bit for bit -----------------------------------------
     path = out / "model.escz"
-    fixed, _ = encode_model(model, books=books, bits=bits, index_bits=r.index_bits, huffman=False)
-    coded, _ = encode_model(model, books=books, bits=bits, index_bits=r.index_bits, huffman=True)
-    write_compressed(path, model, build, books=books, bits=bits, index_bits=r.index_bits, huffman=r.huffman)
+    fixed, _ = encode_model(model, books=books, bits=bits, **index, huffman=False)
+    coded, _ = encode_model(model, books=books, bits=bits, **index, huffman=True)
+    write_compressed(path, model, build, books=books, bits=bits, **index, huffman=r.huffman)
     reloaded = load_compressed(path)
     mine, theirs = model.state_dict(), reloaded.state_dict()
     identical = mine.keys() == theirs.keys() and all(

@@ -51,6 +51,10 @@ class Recipe:
     )
     retrain_epochs: int = _f(4, "epochs of retraining after each pruning round", min=0)
     retrain_lr: float = _f(0.0, "learning rate of retraining (0: the checkpoint's lr / 10)", min=0.0)
+    retrain_distill: bool = _f(
+        False,
+        "retrain pruned/shared models on the original model's soft targets (--temperature, --alpha)",
+    )
 
     # -- weight sharing (Deep Compression) -----------------------------------------------------------
     share_bits: int = _f(0, "k-means weight sharing to 2^bits values per layer, 1-16 (0: off)", min=0)
@@ -60,7 +64,10 @@ class Recipe:
 
     # -- storage -------------------------------------------------------------------------------------
     huffman: bool = _f(False, "Huffman-code the weight indices and sparse-index gaps in the file")
-    index_bits: int = _f(5, "bits of the relative sparse index (gap to the previous weight)", min=1)
+    index_bits: int = _f(
+        5, "bits of the relative sparse index (gap to the previous weight); 0: best width per layer", min=0
+    )
+    index_bits_per_layer: dict = _f({}, "per-layer index bits overriding --index-bits, e.g. fc1=6,fc2=5")
 
     # -- int8 (torch.ao) -----------------------------------------------------------------------------
     int8: str = _f("none", "int8 inference model via torch.ao", choices=INT8)
@@ -221,8 +228,12 @@ def check(r: Recipe) -> None:
         raise UserError("prune and prune_quality exclude each other: give a target sparsity or a quality")
     if not 0.0 <= r.structured < 1.0:
         raise UserError(f"structured must be in [0, 1), got {r.structured}")
-    if not 1 <= r.index_bits <= 16:
-        raise UserError(f"index_bits must be between 1 and 16, got {r.index_bits}")
+    for name, value in [
+        ("index_bits", r.index_bits),
+        *((f"index_bits_per_layer[{k}]", v) for k, v in r.index_bits_per_layer.items()),
+    ]:
+        if not 0 <= value <= 16:
+            raise UserError(f"{name} must be between 1 and 16 (0: chosen per layer), got {value}")
     if not 0.0 <= r.alpha <= 1.0:
         raise UserError(f"alpha must be in [0, 1], got {r.alpha}")
     if not 0.0 < r.distill_fraction <= 1.0:
@@ -241,3 +252,4 @@ def check_against_model(r: Recipe, model) -> None:
     select_layers(model, r.prune_layers, "prune_layers")
     check_layer_keys(model, r.prune_per_layer, "prune_per_layer")
     check_layer_keys(model, r.share_bits_per_layer, "share_bits_per_layer")
+    check_layer_keys(model, r.index_bits_per_layer, "index_bits_per_layer")

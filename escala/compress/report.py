@@ -48,6 +48,7 @@ def layer_rows(fixed: dict[str, Any], coded: dict[str, Any]) -> list[dict[str, A
         "if": 0.0,
         "ic": 0.0,
         "e": 0,
+        "eh": 0,
     }
     for key, rec in fixed.items():
         if rec["kind"] != "layer":
@@ -76,12 +77,13 @@ def layer_rows(fixed: dict[str, Any], coded: dict[str, Any]) -> list[dict[str, A
         tot["fixed"] += row["bytes_pq"]
         tot["coded"] += row["bytes_pqh"]
         tot["e"] += e
+        tot["eh"] += hrec["entries"]
         tot["wf"] += row["weight_bits_pq"] * e
         tot["wc"] += row["weight_bits_pqh"] * hrec["entries"]
         tot["if"] += row["index_bits_pq"] * e
         tot["ic"] += row["index_bits_pqh"] * hrec["entries"]
     if rows:
-        e = max(tot["e"], 1)
+        e, eh = max(tot["e"], 1), max(tot["eh"], 1)
         rows.append(
             {
                 "layer": "total",
@@ -90,9 +92,9 @@ def layer_rows(fixed: dict[str, Any], coded: dict[str, Any]) -> list[dict[str, A
                 "density": tot["nonzero"] / tot["weights"],
                 "storage": "",
                 "weight_bits_pq": tot["wf"] / e,
-                "weight_bits_pqh": tot["wc"] / e,
+                "weight_bits_pqh": tot["wc"] / eh,
                 "index_bits_pq": tot["if"] / e,
-                "index_bits_pqh": tot["ic"] / e,
+                "index_bits_pqh": tot["ic"] / eh,
                 "bytes_pq": tot["fixed"],
                 "bytes_pqh": tot["coded"],
                 "rate_pq": tot["fixed"] / (4 * tot["weights"]),

@@ -16,6 +16,8 @@ from typing import Any
 from torch import nn
 
 from escala.checkpoint import load_checkpoint
+from escala.compress.prune import detach_masked
+from escala.compress.share import refresh_shared
 from escala.config import TrainConfig, build_config
 from escala.data import DataSplit
 
@@ -33,7 +35,17 @@ def retrain(model: nn.Module, data: DataSplit, config: TrainConfig) -> dict[str,
     """Train ``model`` in place with ``config`` through the one loop; return the run's summary."""
     from escala.train.launch import run_training
 
+    # Pruned and shared weights are non-leaf tensors recomputed before each forward: copies and
+    # spawned workers refuse them, and after training or loading they must be recomputed.
+    refresh(model)
     summary = run_training(config, model=model, dataset=data)
     state = load_checkpoint(Path(config.out) / "checkpoints" / "last.pt")["model"]
     model.load_state_dict(state)
+    refresh(model)
     return summary
+
+
+def refresh(model: nn.Module) -> None:
+    """Recompute masked and shared ``weight`` tensors from their parameters, outside autograd."""
+    detach_masked(model)
+    refresh_shared(model)

@@ -104,7 +104,7 @@ class TrainConfig:
         min=-1,
     )
     staleness_lr: bool = _f(
-        False, "strategy paramserver: divide each update's learning rate by its staleness (when above 1)"
+        True, "strategy paramserver: divide each update's learning rate by its staleness + 1 (Zhang et al. 2016)"
     )
     push_every: int = _f(
         1, "strategy paramserver: push the mean of this many gradients at a time (and pull)", min=1
@@ -120,6 +120,12 @@ class TrainConfig:
     qsgd_bucket: int = _f(512, "--compress qsgd: values per bucket sharing one norm", min=1)
     topk_ratio: float = _f(
         0.01, "--compress topk: fraction of values sent (the rest is carried by error feedback)", min=0.0
+    )
+    topk_momentum_correction: bool = _f(
+        True, "--compress topk with sgd: keep the momentum on each worker and compress the velocity (DGC)"
+    )
+    topk_warmup_steps: int = _f(
+        0, "--compress topk: steps over which the sent fraction falls from 0.25 (4x per stage) to topk_ratio", min=0
     )
     straggler_delay: float = _f(
         0.0, "simulate stragglers: extra seconds per step on the straggling ranks (mean)", min=0.0

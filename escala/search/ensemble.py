@@ -128,18 +128,15 @@ def train_members(
 ) -> list[Path]:
     """Train members in parallel as the trials of a study: M seeds of ``config``, or the given ``configs``."""
     from escala.search.study import launch
-    from escala.search.trainable import train_trial
 
     if configs is None:
         seeds = seeds if seeds is not None else [0, 1, 2]
-        fixed = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
-        }  # constants, not choices
-        space = {**fixed, "seed": list(seeds)}
-        summary = launch(train_trial, space, metric="val_acc", out=out, parallel=parallel)
-    else:
-        space = {"member": [{**config, **c} for c in configs]}
-        summary = launch(_member_trial, space, metric="val_acc", out=out, parallel=parallel)
+        configs = [{"seed": s} for s in seeds]
+    members = [{**config, **c} for c in configs]
+    # one split for all, the one the ensemble is evaluated on: a member's seed changes its weights,
+    # not which samples it trains on
+    space = {"member": members, "data_seed": data_seed(config)}
+    summary = launch(_member_trial, space, metric="val_acc", out=out, parallel=parallel)
     if summary["trials_failed"]:
         raise UserError(
             f"{summary['trials_failed']} ensemble member(s) failed to train; see escala search show {out}"
@@ -150,7 +147,12 @@ def train_members(
 def _member_trial(config, reporter):
     from escala.search.trainable import train_trial
 
-    return train_trial(config["member"], reporter)
+    return train_trial(config["member"], reporter, data_seed=config["data_seed"])
+
+
+def data_seed(config: dict[str, Any]) -> int:
+    """The seed of the data split every member trains on (and the ensemble is evaluated on)."""
+    return int(config.get("seed", 0))
 
 
 def top_configs(study_dir: str | Path, k: int) -> list[dict[str, Any]]:

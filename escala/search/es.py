@@ -33,9 +33,14 @@ from escala.errors import UserError
 
 
 def centered_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks of ``x`` scaled to ``[-0.5, 0.5]`` (ties broken by position; Salimans et al. 2017, sec. 2.2)."""
+    """Ranks of ``x`` scaled to ``[-0.5, 0.5]`` (Salimans et al. 2017, sec. 2.2); equal values share
+    their mean rank, so a tie (common with integer returns, e.g. CartPole) contributes no direction."""
     ranks = torch.empty_like(x)
     ranks[x.argsort()] = torch.arange(len(x), dtype=x.dtype)
+    _, group = torch.unique(x, return_inverse=True)
+    mean_rank = torch.zeros(int(group.max()) + 1 if len(x) else 0, dtype=x.dtype).index_add_(0, group, ranks)
+    mean_rank /= torch.bincount(group).to(x.dtype)
+    ranks = mean_rank[group]
     return ranks / (len(x) - 1) - 0.5 if len(x) > 1 else torch.zeros_like(x)
 
 
@@ -130,18 +135,30 @@ def _es_worker(ctx, options: dict[str, Any], out_file: str) -> None:
         Path(out_file).write_text(json.dumps(history))
 
 
+def _problem(name: str, hidden, seed: int, problem_options: dict[str, Any]):
+    """``(model, fitness, evaluate)``; ``evaluate(model)`` gives the metrics logged per iteration."""
+    if name == "digits":
+        model, fitness, accuracy = digits_problem(hidden=(32,) if hidden is None else hidden, seed=seed)
+        return model, fitness, lambda m: {"val_acc": accuracy(m)}
+    if name == "cartpole":
+        from escala.search.es_control import cartpole_problem
+
+        return cartpole_problem(() if hidden is None else hidden, seed=seed, **problem_options)
+    raise UserError(f"es: problem must be 'digits' or 'cartpole', got {name!r}")
+
+
 def _es_loop(options: dict[str, Any], rank: int, world: int, all_reduce) -> dict[str, Any]:
     opts = dict(options)
-    iterations, hidden = opts.pop("iterations"), opts.pop("hidden", (32,))
-    model, fitness, accuracy = digits_problem(hidden=hidden, seed=opts.get("seed", 0))
+    iterations, hidden = opts.pop("iterations"), opts.pop("hidden", None)
+    name, problem_options = opts.pop("problem", "digits"), opts.pop("problem_options", {})
+    model, fitness, evaluate = _problem(name, hidden, opts.get("seed", 0), problem_options)
     es = EvolutionStrategy(model, fitness, **opts)
+    initial = evaluate(model)  # iteration 0: the starting weights
     history, t0 = [], time.perf_counter()
     for it in range(iterations):
         stats = es.step(rank, world, all_reduce)
-        history.append(
-            {"iteration": it + 1, "val_acc": accuracy(model), "wall_s": time.perf_counter() - t0, **stats}
-        )
-    return {"history": history, "theta": es.theta.detach().tolist()}
+        history.append({"iteration": it + 1, **evaluate(model), "wall_s": time.perf_counter() - t0, **stats})
+    return {"initial": initial, "history": history, "theta": es.theta.detach().tolist()}
 
 
 def es_digits(iterations: int = 30, workers: int = 1, spawn: bool = False, **options: Any) -> dict[str, Any]:
@@ -150,7 +167,28 @@ def es_digits(iterations: int = 30, workers: int = 1, spawn: bool = False, **opt
     One worker runs in this process unless ``spawn`` (one spawned single-threaded process, which is
     what a timing against several workers should compare with).
     """
-    options = {"iterations": iterations, **options}
+    return es_run("digits", iterations, workers, spawn, **options)
+
+
+def es_cartpole(
+    iterations: int = 20, workers: int = 1, spawn: bool = False, **options: Any
+) -> dict[str, Any]:
+    """A CartPole-v1 policy (linear unless ``hidden``) by ES; history holds the evaluation ``return``.
+
+    ``problem_options={"episodes": E, "eval_episodes": K}`` set the episodes per fitness and per
+    evaluation (see :func:`escala.search.es_control.cartpole_problem`); needs gymnasium.
+    """
+    from escala.search.es_control import _gym
+
+    _gym()  # a missing gymnasium fails here with one line, not in a spawned worker
+    options = {"sigma": 0.1, "lr": 0.1, "pairs": 16, **options}
+    options["problem_options"] = {"episodes": 2, "eval_episodes": 5, **options.get("problem_options", {})}
+    return es_run("cartpole", iterations, workers, spawn, **options)
+
+
+def es_run(problem: str, iterations: int, workers: int = 1, spawn: bool = False, **options: Any) -> dict:
+    """ES on ``problem`` ('digits' or 'cartpole') with ``workers`` processes sharing noise seeds."""
+    options = {"iterations": iterations, "problem": problem, **options}
     if workers == 1 and not spawn:
         return _es_loop(options, 0, 1, None)
     from escala.runtime import spawn_workers

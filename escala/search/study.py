@@ -58,8 +58,16 @@ def run_study(
     resources: dict[str, Any] | None = None,
     poll_s: float = 1.0,
     on_event: Callable[[str, Trial], None] | None = None,
+    time_budget_s: float | None = None,
 ) -> dict[str, Any]:
-    """Run until ``trials`` proposals have all finished (or the searcher has nothing left); return the summary."""
+    """Run until ``trials`` proposals have all finished (or the searcher has nothing left); return the summary.
+
+    With ``time_budget_s``, no trial is proposed once the study's wall time (earlier runs of a
+    resumed study included) has reached it; trials already running finish (as Optuna's ``timeout``
+    and Ray Tune's ``time_budget_s``).
+    """
+    if time_budget_s is not None and time_budget_s <= 0:
+        raise UserError(f"time budget must be > 0 seconds, got {time_budget_s}")
     stopper = stopper or make_stopper(None, searcher.direction)
     _replay(store, searcher, stopper, metric)
     trials_dir = store.dir / "trials"
@@ -69,6 +77,7 @@ def run_study(
         spec = TrialSpec(trial.id, objective, trial.config, metric, str(trials_dir / f"{trial.id:05d}"))
         spec.resources = dict(resources or {})
         spec.may_stop = stopper.name != "none"
+        spec.stop_steps = stopper.decision_steps()
         executor.submit(spec)
 
     pending = store.pending()
@@ -77,7 +86,12 @@ def run_study(
         while True:
             while pending and executor.running() < executor.slots:
                 submit(pending.pop(0))
-            while not pending and executor.running() < executor.slots and len(store.trials) < trials:
+            while (
+                not pending
+                and executor.running() < executor.slots
+                and len(store.trials) < trials
+                and (time_budget_s is None or store.now() < time_budget_s)
+            ):
                 config = searcher.ask(next_id)
                 if config is None:
                     break
@@ -153,6 +167,7 @@ def _study(
     executor: Executor | None,
     searcher_options: dict[str, Any],
     early_stop_options: dict[str, Any] | None = None,
+    time_budget_s: float | None = None,
 ) -> dict[str, Any]:
     import tempfile
 
@@ -188,6 +203,7 @@ def _study(
             trials,
             metric,
             make_stopper(early_stop, direction, **(early_stop_options or {})),
+            time_budget_s=time_budget_s,
         )
     finally:
         store.close()
@@ -210,13 +226,15 @@ def launch(
     resume: bool = False,
     seed: int = 0,
     executor: Executor | None = None,
+    time_budget_s: float | None = None,
     **searcher_options: Any,
 ) -> dict[str, Any]:
     """Search ``space`` with ``train(config, reporter)``; by default every point of the grid of its lists.
 
     ``launch(train, {"lr": [0.001, 0.005, 0.01], "dropout": [0.5, 0.6]})`` runs the 6 grid points.
     If ``train`` returns a number, that is the objective; if it returns a dict, ``metric`` names the
-    objective in it. Returns the summary (best_config, best_value, trials_completed, ...), also
+    objective in it. ``time_budget_s`` stops proposing trials once that much wall time has passed.
+    Returns the summary (best_config, best_value, trials_completed, ...), also
     written with every trial's record into ``out``.
     """
     return _study(
@@ -234,6 +252,7 @@ def launch(
         executor,
         searcher_options,
         early_stop_options,
+        time_budget_s,
     )
 
 

@@ -2,16 +2,18 @@
 
 A trial's config is a dict of :class:`~escala.config.TrainConfig` fields; it trains through the
 foundation's :func:`escala.train.launch.run_training` into the trial's own directory, so a trial may
-itself use several data-parallel workers. When an early-stopping rule is on, the run goes one epoch
-at a time: epoch ``k`` ends at ``max_steps = k * steps_per_epoch`` and the next segment resumes from
+itself use several data-parallel workers. When an early-stopping rule is on, the run goes in segments
+that end where the rule can decide (every epoch for the median rule, ASHA's rungs for ASHA): a
+segment ending at epoch ``k`` stops at ``max_steps = k * steps_per_epoch`` and the next resumes from
 its checkpoint, which the trainer makes exact (weights, optimizer, schedule, RNG), so the finished
-trial equals an uninterrupted run while the driver gets to stop it after any epoch. Without early
+trial equals an uninterrupted run while the driver gets to stop it wherever its rule decides. Without early
 stopping it trains in one go and the per-epoch records are reported afterwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from escala.config import TrainConfig, build_config
@@ -22,8 +24,11 @@ from escala.search.space import Choice, Space
 
 # The search owns where and whether a trial's run is written; a space may not set these.
 RESERVED = ("out", "resume", "overwrite")
-# Quiet by default inside trials, unless the space says otherwise.
-TRIAL_DEFAULTS = {"progress": "none", "tensorboard": False}
+# Quiet by default inside trials, unless the space says otherwise. No checkpoint but the last one
+# of each run: a trial interrupted by a killed search is run again from the start, so per-epoch
+# checkpoints would only cost time (with early stopping, the last one of each one-epoch segment is
+# what the next segment resumes from).
+TRIAL_DEFAULTS = {"progress": "none", "tensorboard": False, "checkpoint_every": 1_000_000}
 
 
 def check_space(space: Space) -> None:
@@ -55,14 +60,19 @@ def _fields(config: dict[str, Any], out: str, threads: int | None = None) -> dic
     return values
 
 
-def train_trial(config: dict[str, Any], reporter) -> dict[str, Any]:
-    """Train ``config`` (TrainConfig fields) in ``reporter.trial_dir``; report each epoch; return the summary."""
+def train_trial(config: dict[str, Any], reporter, data_seed: int | None = None) -> dict[str, Any]:
+    """Train ``config`` (TrainConfig fields) in ``reporter.trial_dir``; report each epoch; return the summary.
+
+    ``data_seed`` fixes the data split apart from ``config["seed"]`` (which otherwise picks both the
+    split and the initial weights): members of an ensemble differ in their weights, never in which
+    samples they may train on.
+    """
     from escala.data.shard import ShardedBatches
-    from escala.train.launch import resolve_data, run_training
+    from escala.train.launch import run_training
 
     cfg = build_config(overrides=_fields(config, reporter.trial_dir, reporter.resources.get("cpus")))
     cfg = dataclasses.replace(cfg, overwrite=True)  # a trial run again after a resume starts afresh
-    data = resolve_data(None, cfg)  # loaded once for all segments
+    data = _data(cfg if data_seed is None else dataclasses.replace(cfg, seed=data_seed))  # loaded once for all segments, and kept for the runner's next trial
     metrics_file = f"{reporter.trial_dir}/metrics.jsonl"
     if not reporter.may_stop:
         summary = run_training(cfg, dataset=data)
@@ -71,15 +81,56 @@ def train_trial(config: dict[str, Any], reporter) -> dict[str, Any]:
         return _numbers(summary)
     steps = ShardedBatches(len(data.train), cfg.batch_size, 0, cfg.workers, cfg.seed).steps_per_epoch
     summary: dict[str, Any] = {}
-    for epoch in range(1, cfg.epochs + 1):
+    reported = 0  # epochs reported so far
+    for epoch in pause_epochs(cfg.epochs, reporter.stop_steps):
         budget = epoch * steps if not cfg.max_steps else min(epoch * steps, cfg.max_steps)
-        segment = dataclasses.replace(cfg, max_steps=budget, resume=epoch > 1, overwrite=epoch == 1)
+        segment = dataclasses.replace(cfg, max_steps=budget, resume=reported > 0, overwrite=reported == 0)
         summary = run_training(segment, dataset=data)
-        records = read_jsonl(metrics_file)
-        reporter.report(epoch, **_report(records[-1] if records else summary))
+        records = [r for r in read_jsonl(metrics_file) if r.get("epoch", 0) > reported]
+        for record in records or [{**summary, "epoch": epoch}]:
+            reporter.report(record["epoch"], **_report(record))  # may raise TrialStopped
+        reported = epoch
         if cfg.max_steps and budget >= cfg.max_steps:
             break
     return _numbers(summary)
+
+
+def pause_epochs(epochs: int, stop_steps: tuple[float, ...] | None) -> list[int]:
+    """Where a trial under early stopping pauses to hear the verdict: the first epoch at or past each
+    step the rule decides at (ASHA's rungs), and the last; every epoch when any step may decide.
+
+    Each pause costs a run's start and end (model build, checkpoint written and read back), so the
+    trial pauses only where a stop can happen; the epochs between are still reported, in order.
+    """
+    if stop_steps is None:
+        return list(range(1, epochs + 1))
+    return sorted({min(epochs, max(1, math.ceil(s))) for s in stop_steps} | {epochs})
+
+
+_DATA: dict[tuple, Any] = {}
+
+
+def _data(cfg: TrainConfig):
+    """The trial's data set, reused while the data fields stay the same (one set kept per process).
+
+    A runner of the local executor runs trial after trial; loading the same split again each time
+    (digits: reading and splitting the CSV) would be a fixed cost per trial. The split depends only on
+    these fields, and the trainer never writes to it.
+    """
+    from escala.train.launch import resolve_data
+
+    key = (
+        cfg.dataset,
+        cfg.data_dir,
+        cfg.seed,
+        cfg.synthetic_samples,
+        tuple(cfg.synthetic_shape),
+        cfg.synthetic_classes,
+    )
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = resolve_data(None, cfg)
+    return _DATA[key]
 
 
 def _numbers(record: dict[str, Any]) -> dict[str, Any]:

@@ -33,13 +33,8 @@ def test_two_workers_with_half_batch_equal_one_worker(quick, tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5, msg=name)
 
 
-def test_two_workers_resume_matches_uninterrupted(quick, tmp_path):
-    quick.update(epochs=2, workers=2, batch_size=16)
-    escala.train(**dict(quick, out=str(tmp_path / "whole")))
-    escala.train(**dict(quick, out=str(tmp_path / "parts"), max_steps=30))
-    escala.train(**dict(quick, out=str(tmp_path / "parts"), resume=True))
-    a, b = _params(tmp_path / "whole"), _params(tmp_path / "parts")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+def test_two_workers_resume_matches_uninterrupted(quick, resume_matches_whole_run):
+    resume_matches_whole_run(dict(quick, epochs=2, workers=2, batch_size=16), stop_at=30)
 
 
 class DiesOnRankOne(nn.Module):

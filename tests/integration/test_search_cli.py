@@ -69,6 +69,10 @@ def test_early_stopping_from_the_command_line(tmp_path):
     assert summary["trials_stopped_early"] >= 2  # the tiny learning rates fall behind at epoch 1
     assert summary["trials_completed"] + summary["trials_stopped_early"] == 5
     assert summary["best_config"]["lr"] in (0.3, 0.1)
+    # TensorBoard HParams: one run per completed trial (read back in tests/unit/test_search_report.py)
+    pytest.importorskip("tensorboard")
+    runs = [p for p in (out / "tb").iterdir() if p.is_dir()]
+    assert len(runs) == summary["trials_completed"] and all(any(r.iterdir()) for r in runs)
 
 
 @pytest.mark.parametrize(
@@ -79,6 +83,10 @@ def test_early_stopping_from_the_command_line(tmp_path):
         ("lr = {loguniform = [0.001, 0.1]}", ["--searcher", "grid"], "grid searcher needs lists only"),
         ("out = 'x'", [], "'out' is set by escala search"),
         ("lr = [0.1]", ["--searcher", "random", "--popsize", "4"], "do not apply"),
+        ("lr = [0.1]", ["--eta", "3"], "--eta applies to --early-stop asha only"),
+        ("lr = [0.1]", ["--min-epochs", "2"], "--min-epochs applies to"),
+        ("lr = [0.1]", ["--early-stop", "asha", "--eta", "1"], "need eta > 1"),
+        ("lr = [0.1]", ["--time-budget", "0"], "--time-budget must be > 0"),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, space, args, words):

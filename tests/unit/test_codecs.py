@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from escala.errors import UserError
-from escala.parallel.data.codecs import QSGD, ErrorFeedback, TopK, bf16, build_codec, fp16, nbytes
+from escala.parallel.data.codecs import (
+    QSGD,
+    ErrorFeedback,
+    TopK,
+    bf16,
+    build_codec,
+    fp16,
+    nbytes,
+    without_momentum,
+)
 from escala.parallel.data.codecs.base import pack_bits, unpack_bits
 
 
@@ -109,11 +118,78 @@ def test_topk_with_error_feedback_never_loses_gradient_mass():
     assert int((codec.decode(codec.encode(g, slots), 320) != 0).sum()) == 16
 
 
+def test_momentum_correction_sending_everything_is_momentum_sgd():
+    """Ratio 1 and no masking: the velocity sent each step is torch.optim.SGD's momentum buffer, so
+    a momentum-free step on it is exactly momentum SGD (Lin et al. 2018, eq. 5 with nothing dropped)."""
+    codec = ErrorFeedback(TopK(1.0), momentum=0.9, masking=False)
+    w = torch.nn.Parameter(torch.zeros(50))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    for t in range(6):
+        w.grad = _vector(50, seed=t)
+        sent = codec.decode(codec.encode(w.grad), 50)
+        opt.step()
+        torch.testing.assert_close(sent, opt.state[w]["momentum_buffer"], rtol=1e-6, atol=1e-6)
+
+
+def test_momentum_correction_follows_the_dgc_algorithm():
+    """Against a line-by-line transcription of DGC's Algorithm (momentum correction + factor masking),
+    per slot; and sent + residual = the sum of the velocities added, so no mass is lost."""
+    m, ratio, slots = 0.9, 0.05, [("w", 300), ("b", 20)]
+    codec = ErrorFeedback(TopK(ratio), momentum=m, masking=True)
+    u, v, total_u, total_sent = torch.zeros(320), torch.zeros(320), torch.zeros(320), torch.zeros(320)
+    for t in range(25):
+        g = _vector(320, seed=t) * (1 + t % 3)
+        sent = codec.decode(codec.encode(g, slots), 320)
+        u = m * u + g  # u_t = m u_{t-1} + g_t
+        total_u += u
+        v = v + u  # v_t = v_{t-1} + u_t
+        mask = torch.zeros(320, dtype=torch.bool)
+        for lo, n in ((0, 300), (300, 20)):  # top-k per slot
+            mask[lo + v[lo : lo + n].abs().topk(math.ceil(ratio * n)).indices] = True
+        torch.testing.assert_close(sent, torch.where(mask, v, 0.0), rtol=1e-5, atol=1e-5)
+        v, u = v.masked_fill(mask, 0.0), u.masked_fill(mask, 0.0)  # residual; momentum factor masking
+        total_sent += sent
+        residual = torch.cat([codec.residual["w"], codec.residual["b"]])
+        torch.testing.assert_close(total_sent + residual, total_u, rtol=1e-4, atol=1e-4)
+    assert int(mask[300:].sum()) == 1  # the small slot sent its own top 5%, not nothing
+
+
+def test_topk_sparsity_warmup_follows_dgc_schedule():
+    """25% -> 6.25% -> 1.5625% -> 1% over 30 steps (3 stages of 10), then the target; a message decodes
+    whatever stage its receiver is in, because it carries its own k."""
+    sender, receiver = TopK(0.01, warmup_steps=30), TopK(0.01, warmup_steps=30)
+    x = _vector(1000)
+    sent = []
+    for _ in range(40):
+        wire = sender.encode(x)
+        sent.append(int((receiver.decode(wire, 1000) != 0).sum()))
+        sender.advance()
+    assert sent[:10] == [250] * 10 and sent[10:20] == [63] * 10
+    assert sent[20:30] == [16] * 10 and sent[30:] == [10] * 10
+
+
+def test_without_momentum_steps_plainly_and_restores_the_setting():
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.5, momentum=0.9)
+    codec = ErrorFeedback(TopK(1.0), momentum=0.9)
+    w.grad = torch.ones(3)
+    with without_momentum(opt, codec):
+        opt.step()
+    assert opt.param_groups[0]["momentum"] == 0.9 and "momentum_buffer" not in opt.state[w]
+    torch.testing.assert_close(w.detach(), torch.full((3,), 0.5))
+
+
 def test_codec_state_round_trips_through_state_dict():
-    for make in (lambda: ErrorFeedback(TopK(0.1)), lambda: QSGD(bits=4, seed=3)):
+    makers = (
+        lambda: ErrorFeedback(TopK(0.1)),
+        lambda: ErrorFeedback(TopK(0.1, warmup_steps=4), momentum=0.9),
+        lambda: QSGD(bits=4, seed=3),
+    )
+    for make in makers:
         a = make()
         for t in range(3):
             a.encode(_vector(600, seed=t))
+            a.advance()
         b = make()
         b.load_state_dict(a.state_dict())
         x = _vector(600, seed=9)

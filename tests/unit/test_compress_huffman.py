@@ -73,6 +73,15 @@ def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 BUILD = {"model": "lenet5", "input_shape": [1, 8, 8], "num_classes": 10, "hidden": [128, 64], "dropout": 0.0}
 
 
+BUILD_LENET300 = {
+    "model": "lenet300",
+    "input_shape": [1, 8, 8],
+    "num_classes": 10,
+    "hidden": [],
+    "dropout": 0.0,
+}
+
+
 @pytest.mark.parametrize(
     "prune,share,huffman,structured",
     [(0, 0, False, 0), (0.9, 0, False, 0), (0.9, 5, True, 0), (0.6, 3, True, 0.5), (0, 8, True, 0)],
@@ -121,6 +130,31 @@ def test_sparse_storage_uses_fillers_for_long_gaps(tmp_path):
         index_bits=3,
     )
     assert torch.equal(read_compressed(path)[1]["fc1.weight"], model.fc1.weight.detach())
+
+
+def test_index_bits_chosen_per_layer(tmp_path):
+    """index_bits=0 tries widths 2-8 per layer: never larger than any fixed width, reloads exactly."""
+    torch.manual_seed(0)
+    model = build_model("lenet300", (1, 8, 8), 10)
+    layers = weight_layers(model)
+    apply_masks(model, magnitude_masks(layers, sparsity={"fc1": 0.92, "fc2": 0.97, "fc3": 0.74}))
+    make_permanent(model)
+    bits = {n: 5 for n in layers}
+    apply_sharing(model, bits)
+    books = remove_sharing(model)
+    auto, payload = encode_model(model, books=books, bits=bits, index_bits=0, huffman=True)
+    widths = {k: r["index_bits"] for k, r in auto.items() if "index_bits" in r}
+    assert set(widths) == {"fc1.weight", "fc2.weight", "fc3.weight"} and len(set(widths.values())) > 1
+    for fixed in (3, 5, 8):
+        assert len(payload) <= len(
+            encode_model(model, books=books, bits=bits, index_bits=fixed, huffman=True)[1]
+        )
+    per_layer, _ = encode_model(model, books=books, bits=bits, index_bits=5, index_bits_per_layer={"fc1": 7})
+    assert per_layer["fc1.weight"]["index_bits"] == 7 and per_layer["fc2.weight"]["index_bits"] == 5
+    path = tmp_path / "m.escz"
+    write_compressed(path, model, BUILD_LENET300, books=books, bits=bits, index_bits=0, huffman=True)
+    state = read_compressed(path)[1]
+    assert all(_bits_equal(model.state_dict()[k], state[k]) for k in state)
 
 
 def test_damaged_or_foreign_files_are_one_line_errors(tmp_path):

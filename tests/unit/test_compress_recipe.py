@@ -35,6 +35,8 @@ def test_flags_and_toml_merge(tmp_path):
         ({"prune": "lots"}, "field 'prune' must be a number"),
         ({"share_bits_per_layer": "fc1"}, "layer=value pairs"),
         ({"sharebits": 4}, "did you mean 'share_bits'"),
+        ({"prune": 0.5, "index_bits": 17}, r"index_bits must be between 1 and 16 \(0: chosen per layer\)"),
+        ({"prune": 0.5, "index_bits_per_layer": "fc1=20"}, r"index_bits_per_layer\[fc1\] must be between"),
         ({}, "the recipe does nothing"),
     ],
 )
@@ -50,6 +52,7 @@ def test_bad_recipes_get_one_line(values, message):
         {"prune": 0.5, "prune_layers": "fc9"},
         {"prune_per_layer": "conv7=0.5"},
         {"share_bits_per_layer": "fc1=4,nope=3"},
+        {"prune": 0.5, "index_bits_per_layer": "fc4=6"},
     ],
 )
 def test_layers_that_do_not_exist_are_named(values):

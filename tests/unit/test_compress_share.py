@@ -49,9 +49,9 @@ def test_centroid_gradient_is_the_sum_of_its_group():
     dense.load_state_dict({**model.state_dict(), "fc1.weight": model.fc1.weight.detach()}, strict=False)
     torch.nn.functional.cross_entropy(dense(x), y).backward()
     torch.nn.functional.cross_entropy(model(x), y).backward()
-    codes = model.fc1.parametrizations.weight[0].codes
+    codes = model.fc1.weight_codes
     expected = torch.zeros(8).index_add_(0, codes.flatten(), dense.fc1.weight.grad.flatten())[1:]
-    got = model.fc1.parametrizations.weight.original.grad
+    got = model.fc1.weight_centroids.grad
     torch.testing.assert_close(got, expected[: got.numel()], rtol=1e-5, atol=1e-6)
 
 
@@ -74,14 +74,31 @@ def test_fine_tuning_moves_centroids_and_keeps_zeros(tmp_path):
         assert bool((module.weight[zeros[name]] == 0).all())
         codes, table = books[name]
         assert torch.equal(module.weight, table[codes])
-        assert type(module) is torch.nn.Linear or not hasattr(module, "parametrizations")
+        assert not hasattr(module, "weight_centroids") and not module._forward_pre_hooks
+        assert isinstance(module.weight, torch.nn.Parameter)
 
 
 def test_right_inverse_gives_group_means():
     codes = torch.tensor([[0, 1, 1], [2, 2, 0]])
-    shared = SharedWeight(codes, 2)
+    shared = SharedWeight(2)
     w = torch.tensor([[0.0, 1.0, 3.0], [5.0, 7.0, 0.0]])
-    assert shared.right_inverse(w).tolist() == [2.0, 6.0]
+    assert shared.right_inverse(w, codes).tolist() == [2.0, 6.0]
+
+
+def test_shared_model_pickles_for_spawned_workers():
+    """A shared layer must cross a process boundary (``--workers N``) and compute the same outputs."""
+    import pickle
+
+    from escala.compress.retrain import refresh
+
+    model = _mlp()
+    apply_sharing(model, {"fc1": 3})
+    x = torch.randn(4, 1, 8, 8)
+    model(x).sum().backward()  # leaves a non-leaf weight behind, as training does
+    refresh(model)
+    copy = pickle.loads(pickle.dumps(model))
+    torch.testing.assert_close(copy(x), model(x))
+    assert copy.fc1.weight_centroids.requires_grad
 
 
 @pytest.mark.parametrize("bits", [0, 17, -1])

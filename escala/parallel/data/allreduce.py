@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from escala.parallel.data.codecs import Traffic, make_codec
+from escala.parallel.data.codecs import Traffic, make_codec, without_momentum
 from escala.parallel.data.codecs.ddp import HookState, codec_hook
 from escala.parallel.data.straggler import Straggler, check_straggler
 from escala.parallel.strategy import Strategy
@@ -58,12 +58,15 @@ class AllReduce(Strategy):
         if self.straggler is not None:
             # The gradients are already reduced; a late step delays every rank's next all-reduce.
             self.straggler.wait(self.traffic.steps)
-        optimizer.step()
+        with without_momentum(optimizer, self.codec):  # top-k's momentum correction did the momentum
+            optimizer.step()
 
     def after_step(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         if self.codec is None and self.ctx.distributed:
             n = self.ctx.world_size
             self.traffic.add(2 * (n - 1) / n * self.grad_bytes)
+        if self.codec is not None:
+            self.codec.advance()
         self.traffic.step()
 
     def state_dict(self) -> dict[str, Any]:

@@ -78,7 +78,8 @@ class Backup(Strategy):
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.slots = [(i, p.numel()) for i, p in enumerate(self.params)]
         self.version = getattr(self, "version", 0)  # optimizer steps the chief has applied
-        self.codec = make_codec(cfg, seed=cfg.seed * 1009 + ctx.rank)
+        # No momentum correction: the chief's own gradient and dropped ones never pass through a codec.
+        self.codec = make_codec(cfg, seed=cfg.seed * 1009 + ctx.rank, momentum_correction=False)
         if self.codec is not None and getattr(self, "_codec_state", None):
             self.codec.load_state_dict(self._codec_state)
         self.push = getattr(self, "push", None) or Traffic()  # gradient messages (compressible)
@@ -169,6 +170,8 @@ class Backup(Strategy):
         return skip
 
     def after_step(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        if self.codec is not None:
+            self.codec.advance()
         self.push.step()
         self.sent.step()
 

@@ -28,6 +28,8 @@ class TrialSpec:
     trial_dir: str
     resources: dict[str, Any] = field(default_factory=dict)
     may_stop: bool = False  # an early-stopping rule is on: reports may be answered with "stop"
+    # The only steps at which that rule can stop a trial (ASHA's rungs), or None: any step may be.
+    stop_steps: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -78,10 +80,18 @@ class Reporter:
     """Handed to a trial: ``report(step, **metrics)`` after each epoch; raises :class:`TrialStopped`."""
 
     def __init__(
-        self, trial_id: int, trial_dir: str, resources: dict[str, Any], ask: Callable, may_stop: bool = False
+        self,
+        trial_id: int,
+        trial_dir: str,
+        resources: dict[str, Any],
+        ask: Callable,
+        may_stop: bool = False,
+        stop_steps: tuple[float, ...] | None = None,
     ):
         self.trial_id, self.trial_dir, self.resources = trial_id, trial_dir, dict(resources)
         self.may_stop = may_stop  # lets a trial skip work that only serves early stopping
+        # where a stop can happen (None: after any report): a trial may pause only there
+        self.stop_steps = tuple(stop_steps) if stop_steps is not None and may_stop else None
         self._ask = ask  # sends (step, metrics), returns True when the driver says stop
         self.last: dict[str, Any] = {}
         self.last_step: float | None = None

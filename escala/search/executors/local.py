@@ -1,17 +1,26 @@
 """Run trials in local processes, ``parallel`` at a time (the default executor).
 
-One fresh process per trial, forked from a ``forkserver`` that has already imported torch and the
-caller's main module, so starting a trial costs milliseconds, a trial that crashes (even by a
-segfault or ``os._exit``) takes only itself down and is recorded as failed, and a trial may start
-processes of its own (``escala train --workers N``). Each trial runs in its own process group with
-explicit resources: ``cpus`` (torch and OpenMP threads) and ``gpus`` (``CUDA_VISIBLE_DEVICES``,
-handed out from the pool given to the executor). If the driver dies, a watchdog in every trial
-notices the closed pipe and ends the trial's whole process group: a killed search leaves nothing
-running behind it.
+A pool of ``parallel`` trial runners, each a process forked from a ``forkserver`` that has already
+imported torch and the caller's main module. A runner takes trials one after another over its pipe
+(``reuse=True``, the default), so a trial costs no process start and finds the data set of the
+previous trial still loaded (:mod:`escala.search.trainable` keeps it); a stopped or finished trial
+frees its slot the moment it reports its end. Crash isolation is kept: a trial that raises is
+recorded as failed and the runner goes on; a trial that takes its process down (a segfault,
+``os._exit``, a signal) is recorded as failed with how the process ended, and a fresh runner takes
+the slot. ``reuse=False`` gives every trial a process of its own (for trials that leave global state
+behind). A trial may start processes of its own (``escala train --workers N``).
+
+Resources are explicit and belong to the slot: ``cpus`` (torch and OpenMP threads) and ``gpus``
+(``CUDA_VISIBLE_DEVICES``, slot ``i`` gets the ``i``-th block of ``gpus_per_trial`` ids from the
+pool given to the executor; CUDA binds a process to its devices, which is why a slot keeps them).
+Each runner is its own process group; if the driver dies, a watchdog in every runner notices the
+closed pipe and ends the runner's whole group: a killed search leaves nothing running behind it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -32,26 +41,46 @@ def _watchdog(alive) -> None:
     os.killpg(0, signal.SIGKILL)
 
 
-def _child(spec: TrialSpec, conn, alive) -> None:
-    os.setpgrp()  # the trial and everything it starts can be ended together
+def _runner(conn, alive, resources: dict[str, Any]) -> None:
+    """One slot's process: run the trials it is sent until it is sent ``None``."""
+    os.setpgrp()  # the runner and everything its trials start can be ended together
+    # Everything inherited from the fork server (torch, torch._dynamo, scikit-learn: about a million
+    # objects) lives as long as the process: move it out of the collector's sight. Otherwise every
+    # full collection (the trainer runs one at the end of each run, so once per epoch under early
+    # stopping) walks it all, ~0.4 s each, several times what an epoch of a small trial costs.
+    gc.freeze()
     threading.Thread(target=_watchdog, args=(alive,), daemon=True).start()
-    res = spec.resources
-    if res.get("gpus") is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in res["gpus"])
-    if res.get("cpus"):
-        os.environ["OMP_NUM_THREADS"] = str(res["cpus"])
+    if resources.get("gpus") is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in resources["gpus"])
+    if resources.get("cpus"):
+        os.environ["OMP_NUM_THREADS"] = str(resources["cpus"])
         import torch
 
-        torch.set_num_threads(int(res["cpus"]))
+        torch.set_num_threads(int(resources["cpus"]))
 
     def ask(step, metrics):
         conn.send(("report", step, metrics))
         return bool(conn.recv())
 
-    os.makedirs(spec.trial_dir, exist_ok=True)
-    event = run_trial(spec, Reporter(spec.id, spec.trial_dir, res, ask, spec.may_stop))
-    conn.send((event.kind, event.step, event.metrics, event.error))
-    conn.close()
+    while True:
+        try:
+            spec = conn.recv()
+        except (EOFError, OSError):
+            return
+        if spec is None:
+            return
+        os.makedirs(spec.trial_dir, exist_ok=True)
+        res = {**resources, **spec.resources}
+        event = run_trial(spec, Reporter(spec.id, spec.trial_dir, res, ask, spec.may_stop, spec.stop_steps))
+        conn.send((event.kind, event.step, event.metrics, event.error))
+
+
+class _Slot:
+    def __init__(self, index: int, gpus: list[int]):
+        self.index, self.gpus = index, gpus
+        self.proc: Any = None
+        self.conn: Any = None
+        self.trial: int | None = None  # the trial it runs now
 
 
 class LocalExecutor(Executor):
@@ -62,6 +91,7 @@ class LocalExecutor(Executor):
         gpus: list[int] | None = None,
         gpus_per_trial: int = 0,
         start_method: str = "forkserver",
+        reuse: bool = True,
     ):
         if parallel < 1:
             raise UserError(f"parallel must be >= 1, got {parallel}")
@@ -73,95 +103,133 @@ class LocalExecutor(Executor):
             )
         self.slots = parallel
         self.cpus = cpus_per_trial or max(1, (os.cpu_count() or 1) // parallel)
-        self.free_gpus, self.gpus_per_trial = gpus, gpus_per_trial
+        self.gpus_per_trial, self.reuse = gpus_per_trial, reuse
+        k = gpus_per_trial
+        self.pool = [_Slot(i, gpus[i * k : (i + 1) * k]) for i in range(parallel)]
         self.ctx = mp.get_context(start_method)
         if start_method == "forkserver":
             # torch and the training stack imported once, in the server, not in every trial
             self.ctx.set_forkserver_preload(["__main__", "escala.search.executors._warm"])
         self._alive_r, self._alive_w = self.ctx.Pipe(duplex=False)
-        self.procs: dict[int, Any] = {}
-        self.conns: dict[int, Any] = {}
-        self.gpus_of: dict[int, list[int]] = {}
-        self._ended: set[int] = set()
+        self._retired: list[Any] = []  # processes told to leave (or dead), reaped without blocking
+        self._by_trial: dict[int, _Slot] = {}
+
+    # -- slots ------------------------------------------------------------------------------------
+    def _start(self, slot: _Slot) -> None:
+        resources: dict[str, Any] = {"cpus": self.cpus}
+        if self.gpus_per_trial:
+            resources["gpus"] = slot.gpus
+        ours, theirs = self.ctx.Pipe()
+        slot.proc = self.ctx.Process(
+            target=_runner, args=(theirs, self._alive_r, resources), name=f"trials-{slot.index}"
+        )
+        slot.proc.start()
+        theirs.close()
+        slot.conn = ours
+
+    def _retire(self, slot: _Slot, tell: bool) -> None:
+        if tell:
+            try:
+                slot.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        slot.conn.close()
+        self._retired.append(slot.proc)
+        slot.proc = slot.conn = None
+
+    def _reap(self) -> None:
+        self._retired = [p for p in self._retired if p.exitcode is None and p.is_alive()]
 
     def submit(self, spec: TrialSpec) -> None:
-        gpus = [self.free_gpus.pop(0) for _ in range(self.gpus_per_trial)]
+        slot = next(s for s in self.pool if s.trial is None)
+        if slot.proc is not None and not slot.proc.is_alive():  # died while idle
+            self._retire(slot, tell=False)
+        if slot.proc is None:
+            self._start(slot)
         resources = {"cpus": self.cpus, **spec.resources}
         if self.gpus_per_trial:
-            resources["gpus"] = gpus
-        spec = TrialSpec(spec.id, spec.fn, spec.config, spec.metric, spec.trial_dir, resources, spec.may_stop)
-        ours, theirs = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_child, args=(spec, theirs, self._alive_r), name=f"trial-{spec.id}")
-        proc.start()
-        theirs.close()
-        self.procs[spec.id], self.conns[spec.id], self.gpus_of[spec.id] = proc, ours, gpus
+            resources["gpus"] = slot.gpus
+        spec = dataclasses.replace(spec, resources=resources)
+        slot.conn.send(spec)
+        slot.trial = spec.id
+        self._by_trial[spec.id] = slot
 
     def running(self) -> int:
-        return len(self.procs)
+        return len(self._by_trial)
 
-    def _receive(self, tid: int, events: list[Event]) -> None:
-        conn = self.conns[tid]
+    # -- events -----------------------------------------------------------------------------------
+    def _receive(self, slot: _Slot, events: list[Event]) -> bool:
+        """Queue what the slot's trial sent; True once its end arrived (the slot is then free)."""
+        tid = slot.trial
         try:
-            while conn.poll(0):
-                kind, step, metrics, *rest = conn.recv()
+            while slot.conn.poll(0):
+                kind, step, metrics, *rest = slot.conn.recv()
                 if kind == "report":
                     events.append(Event("report", tid, step=step, metrics=metrics))
-                else:
-                    events.append(
-                        Event(kind, tid, step=step, metrics=metrics, error=rest[0] if rest else None)
-                    )
-                    self._ended.add(tid)
+                    continue
+                events.append(Event(kind, tid, step=step, metrics=metrics, error=rest[0] if rest else None))
+                return True
         except (EOFError, OSError):
             pass
+        return False
+
+    def _free(self, slot: _Slot) -> None:
+        self._by_trial.pop(slot.trial, None)
+        slot.trial = None
 
     def wait(self, timeout: float) -> list[Event]:
-        if not self.procs:
+        self._reap()
+        busy = [s for s in self.pool if s.trial is not None]
+        if not busy:
             time.sleep(min(timeout, 0.05))
             return []
         by_handle = {}
-        for tid, proc in self.procs.items():
-            by_handle[self.conns[tid]] = tid
-            by_handle[proc.sentinel] = tid
+        for slot in busy:
+            by_handle[slot.conn] = slot
+            by_handle[slot.proc.sentinel] = slot
         ready = wait_any(list(by_handle), timeout)
         events: list[Event] = []
-        for tid in sorted({by_handle[h] for h in ready}):
-            self._receive(tid, events)
-            proc = self.procs[tid]
-            if proc.is_alive() and tid not in self._ended:
+        for slot in sorted({by_handle[h] for h in ready}, key=lambda s: s.index):
+            if self._receive(slot, events):
+                self._free(slot)
+                if not self.reuse:
+                    self._retire(slot, tell=True)
                 continue
-            proc.join(timeout=5)
-            if proc.is_alive():  # sent its result but is slow to exit: it will be reaped later
+            if slot.proc.is_alive():
                 continue
-            self._receive(tid, events)  # anything sent just before it exited
-            if tid not in self._ended:
-                events.append(Event("failed", tid, error=f"trial process {_describe(proc.exitcode)}"))
-            self._release(tid)
+            slot.proc.join(timeout=5)
+            if self._receive(slot, events):  # its end, sent just before the process went away
+                self._free(slot)
+                self._retire(slot, tell=False)
+                continue
+            events.append(Event("failed", slot.trial, error=f"trial process {_describe(slot.proc.exitcode)}"))
+            self._free(slot)
+            self._retire(slot, tell=False)  # the next trial on this slot gets a fresh runner
         return events
 
-    def _release(self, tid: int) -> None:
-        self.procs.pop(tid)
-        self.conns.pop(tid).close()
-        self.free_gpus.extend(self.gpus_of.pop(tid))
-        self._ended.discard(tid)
-
     def answer(self, trial: int, stop: bool) -> None:
-        conn = self.conns.get(trial)
-        if conn is None:
+        slot = self._by_trial.get(trial)
+        if slot is None or slot.conn is None:
             return
         try:
-            conn.send(bool(stop))
+            slot.conn.send(bool(stop))
         except (BrokenPipeError, OSError):
             pass  # the trial died meanwhile; its sentinel reports it
 
     def shutdown(self) -> None:
-        for proc in self.procs.values():
-            if proc.is_alive():
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except (ProcessLookupError, PermissionError):
-                    proc.terminate()
-        for tid in list(self.procs):
-            proc = self.procs[tid]
+        for slot in self.pool:
+            if slot.proc is None:
+                continue
+            if slot.trial is None:
+                self._retire(slot, tell=True)  # idle: leaves by itself
+                continue
+            try:
+                os.killpg(slot.proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                slot.proc.terminate()
+            self._free(slot)
+            self._retire(slot, tell=False)
+        for proc in self._retired:
             proc.join(timeout=5)
             if proc.is_alive():
                 try:
@@ -169,7 +237,7 @@ class LocalExecutor(Executor):
                 except (ProcessLookupError, PermissionError):
                     proc.kill()
                 proc.join(timeout=5)
-            self._release(tid)
+        self._retired = []
         self._alive_w.close()
 
 

@@ -8,6 +8,7 @@ early stopping works as with the local executor. A task that dies is recorded as
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Any
@@ -63,7 +64,8 @@ def _trial_task(spec: TrialSpec, hub) -> tuple:
 
         torch.set_num_threads(int(spec.resources["cpus"]))
     os.makedirs(spec.trial_dir, exist_ok=True)
-    event = run_trial(spec, Reporter(spec.id, spec.trial_dir, spec.resources, ask, spec.may_stop))
+    reporter = Reporter(spec.id, spec.trial_dir, spec.resources, ask, spec.may_stop, spec.stop_steps)
+    event = run_trial(spec, reporter)
     return event.kind, event.step, event.metrics, event.error
 
 
@@ -98,15 +100,7 @@ class RayExecutor(Executor):
         self._by_value: set[str] = {"__main__"}
 
     def submit(self, spec: TrialSpec) -> None:
-        spec = TrialSpec(
-            spec.id,
-            spec.fn,
-            spec.config,
-            spec.metric,
-            spec.trial_dir,
-            {"cpus": self.cpus, **spec.resources},
-            spec.may_stop,
-        )
+        spec = dataclasses.replace(spec, resources={"cpus": self.cpus, **spec.resources})
         module = sys.modules.get(getattr(spec.fn, "__module__", "") or "")
         if module is not None and "." not in module.__name__ and module.__name__ not in self._by_value:
             # a stand-alone script or test file: Ray's workers may not find it on their path, so the

@@ -33,6 +33,10 @@ class Codec:
 
     name = "none"
     summable = True
+    momentum = 0.0  # > 0: the codec applies SGD momentum itself (DGC), the optimizer must not
+
+    def advance(self) -> None:
+        """One training step is over (codecs with a schedule, e.g. top-k's sparsity warm-up)."""
 
     def encode(self, x: torch.Tensor, slots: Slots | None = None) -> torch.Tensor:
         return x

@@ -5,10 +5,15 @@ The server keeps its shard ``x_s`` as one flat tensor with an optimizer of the r
 momentum, AdamW...). For each push from worker ``w``, computed on the shard as it was at version
 ``v_read``, it applies
 
-    x_s <- step(x_s, g, lr / max(1, tau))   with staleness  tau = v - v_read
+    x_s <- step(x_s, g, lr / (tau + 1))   with staleness  tau = v - v_read
 
-where ``v`` is the number of updates the shard has had, and dividing by ``tau`` happens only with
-``--staleness-lr`` (Zhang et al. 2016, "Staleness-aware Async-SGD for Distributed Deep Learning").
+where ``v`` is the number of updates the shard has had. Dividing by ``tau + 1`` (on by default,
+``--no-staleness-lr`` turns it off) is the staleness-aware rate of Zhang et al. 2016
+("Staleness-aware Async-SGD for Distributed Deep Learning", IJCAI): ``alpha_0 / sigma`` with ``sigma``
+counting the updates since the read, this one included, so a fresh update keeps ``lr`` and W workers
+in round robin (``tau = W - 1``) each take ``lr / W``: per sample the same rate as synchronous SGD on
+the W-times larger batch. Without it every push applies the full rate, W times the synchronous
+step, which with momentum 0.9 diverges at the default ``lr 0.1`` (digits, 2 workers).
 
 Stale synchronous parallel (Ho et al. 2013, "More Effective Distributed ML via a Stale Synchronous
 Parallel Parameter Server"): with ``--staleness-bound s >= 0`` the server answers a worker's push only
@@ -24,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from escala.parallel.data.codecs import make_codec
+from escala.parallel.data.codecs import make_codec, without_momentum
 from escala.parallel.data.paramserver.protocol import (
     DONE,
     PARAMS,
@@ -104,11 +109,12 @@ class ParameterServer:
         grad = payload.view(torch.float32) if self.codec is None else self.codec.decode(payload, n)
         staleness = self.version - read_version
         if self.config.staleness_lr:
-            lr = lr / max(1, staleness)
+            lr = lr / (staleness + 1)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.param.grad = grad.to(self.param.device).view_as(self.param)
-        self.optimizer.step()
+        with without_momentum(self.optimizer, self.codec):  # top-k's momentum correction did it
+            self.optimizer.step()
         self.version += 1
         s = self.stats
         s["updates"] += 1

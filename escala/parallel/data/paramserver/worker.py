@@ -195,6 +195,8 @@ class ParamServer(Strategy):
             vector_to_parameters(flat, self.params)
 
     def after_step(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        if self.codec is not None:
+            self.codec.advance()
         self.traffic.step()
 
     def synchronize(self, model: nn.Module) -> None:

@@ -1,0 +1,299 @@
+"""``escala bench plan``: the planner's predictions against measurements here and published results.
+
+1. **This machine.** The cluster ``examples/clusters/this-machine.toml`` is calibrated (compute timed on
+   the model itself, gloo all-reduce latency and bandwidth between two processes), then escala trains
+   the same MLP with 1 and 2 workers (allreduce) and 2 workers (localsgd), one thread per worker, and
+   a 2-stage 1F1B pipeline runs on escala's pipeline engine; the measured step time (from samples/s) is
+   divided by the predicted one. Calibration, prediction and measurement alternate and the median
+   ratio of the repeats is reported. Aim: within 20%.
+2. **Goyal et al. 2017** (ResNet-50, 32 images per GPU, Big Basin servers of 8 P100 over NVLink, 50 Gbit
+   Ethernet): predicted scaling efficiency from 8 to 256 GPUs against the published ~90%, with the
+   all-reduce overlapped with backward (bucketed, as DDP does) and not overlapped (the two bounds).
+3. **Parameter servers, strong scaling** (ResNet-50, a fixed global batch, 8 V100 per node, 10 GbE, up
+   to 256 workers): the worker count of highest throughput (the knee) for one server, sharded servers,
+   workers grouped per node, and 16-bit transfers.
+
+Prediction-only parts take seconds; quick mode trains fewer samples.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from escala.bench.report import machine_line, markdown_table, update_section
+from escala.plan.cluster import load_cluster
+from escala.plan.paramserver import paramserver_cost
+from escala.plan.planner import predict
+from escala.plan.profile import profile_model
+from escala.plan.step import Setting
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clusters"
+SPEC = {
+    "samples": 16384,
+    "shape": (1, 28, 28),
+    "hidden": (512, 256),
+    "batch": 64,
+    "epochs": 2,
+    "repeats": 3,
+    "h": 4,
+}
+QUICK = {
+    "samples": 4096,
+    "shape": (1, 28, 28),
+    "hidden": (512, 256),
+    "batch": 64,
+    "epochs": 1,
+    "repeats": 1,
+    "h": 4,
+}
+PUBLISHED_GOYAL = 0.90
+
+
+def measured_step(strategy: str, workers: int, spec: dict) -> float:
+    """Seconds per step of an escala run (training steps only, as the trainer times them)."""
+    from escala.config import build_config
+    from escala.train import run_training
+
+    with tempfile.TemporaryDirectory() as out:
+        fields = {
+            "dataset": "synthetic",
+            "synthetic_samples": spec["samples"],
+            "synthetic_shape": spec["shape"],
+            "model": "mlp",
+            "hidden": spec["hidden"],
+            "batch_size": spec["batch"],
+            "epochs": spec["epochs"],
+            "lr": 0.01,
+            "momentum": 0.9,
+            "workers": workers,
+            "strategy": strategy,
+            "threads": 1,
+            "out": out,
+            "progress": "none",
+            "tensorboard": False,
+            "checkpoint_every": spec["epochs"],
+        }
+        if strategy == "localsgd":
+            fields["average_every"] = spec["h"]
+        summary = run_training(build_config(None, fields))
+    return spec["batch"] * workers / summary["samples_per_s"]
+
+
+PIPE = {"features": 256, "hidden": (1024,) * 4, "batch": 256, "steps": 6, "micro": 4, "stages": 2}
+
+
+def measured_pipeline_step(spec: dict) -> float:
+    """Seconds per step of escala's pipeline engine, 2 stages, 1F1B (the worker of ``escala bench pipeline``)."""
+    import json
+
+    from escala.bench.pipeline import _stage_worker
+    from escala.runtime import spawn_workers
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "pipe.json"
+        spawn_workers(
+            _stage_worker,
+            spec["stages"],
+            (spec, "1f1b", spec["micro"], str(out)),
+            options={"timeout_s": 120, "threads": 1},
+        )
+        return spec["batch"] / json.loads(out.read_text())["samples_per_s"]
+
+
+def validate_here(spec: dict) -> tuple[list[list], str]:
+    """Predicted and measured step times, alternating; calibration is redone before every repeat."""
+    from escala.plan import calibrate
+
+    profile = profile_model("mlp", input_shape=spec["shape"], num_classes=10, hidden=spec["hidden"])
+    pipe_profile = profile_model(
+        "mlp", input_shape=(PIPE["features"],), num_classes=10, hidden=PIPE["hidden"]
+    )
+    cases = (
+        ("allreduce", "allreduce", 1),
+        ("allreduce", "allreduce", 2),
+        ("localsgd", "localsgd", 2),
+        ("pipeline", "pipeline", 2),
+    )
+    runs: dict[int, list[tuple]] = {i: [] for i in range(len(cases))}
+    cluster = None
+    for _ in range(spec["repeats"]):
+        calibrate._CACHE.clear()
+        cluster = load_cluster(EXAMPLES / "this-machine.toml")
+        for i, (strategy, plan_name, workers) in enumerate(cases):
+            if strategy == "pipeline":
+                setting = Setting(cluster, pipe_profile, PIPE["batch"], microbatches=PIPE["micro"])
+                measure = lambda: measured_pipeline_step(PIPE)  # noqa: E731
+            else:
+                setting = Setting(cluster, profile, spec["batch"], localsgd_h=spec["h"])
+                measure = lambda s=strategy, w=workers: measured_step(s, w, spec)  # noqa: E731
+            row, _ = predict(setting, plan_name, workers)
+            runs[i].append((row, measure()))
+    rows = []
+    for i, (_, _, workers) in enumerate(cases):
+        ratios = [m / r.step for r, m in runs[i]]
+        mid = sorted(range(len(ratios)), key=lambda j: ratios[j])[len(ratios) // 2]
+        row, measured = runs[i][mid]
+        rows.append(
+            [
+                row.strategy,
+                workers,
+                row.compute * 1e3,
+                (row.comm + row.wait) * 1e3,
+                row.bubble * 1e3,
+                row.step * 1e3,
+                measured * 1e3,
+                ratios[mid],
+            ]
+        )
+    cal = cluster.calibration
+    note = (
+        f"last calibration: matmul {cal['matmul_flops'] / 1e9:.1f} GFLOP/s per thread, gloo all-reduce latency "
+        f"{cal['allreduce_latency'] * 1e6:.0f} us, bandwidth {cal['allreduce_bandwidth'] / 1e9:.2f} GB/s"
+    )
+    return rows, note
+
+
+def goyal() -> tuple[list[list], dict]:
+    cluster = load_cluster(EXAMPLES / "goyal2017-bigbasin.toml", measure=None)
+    profile = profile_model("resnet50")
+    curves = {}
+    rows = []
+    for overlap in (True, False):
+        s = Setting(replace(cluster, overlap=overlap), profile, 32)
+        steps = {n: predict(s, "allreduce", n)[0] for n in (8, 16, 32, 64, 128, 256)}
+        base = steps[8].throughput / 8
+        curves[overlap] = {n: r.throughput / (n * base) for n, r in steps.items()}
+        rows.append(
+            [
+                "overlapped" if overlap else "not overlapped",
+                steps[8].step * 1e3,
+                steps[256].step * 1e3,
+                steps[256].comm_total * 1e3,
+                curves[overlap][256],
+                PUBLISHED_GOYAL,
+            ]
+        )
+    return rows, curves
+
+
+PS_VARIANTS = (
+    ("1 server, every GPU pushes", {"servers": 1}),
+    ("4 sharded servers", {"servers": 4}),
+    ("16 sharded servers", {"servers": 16}),
+    ("1 server, GPUs grouped per node", {"servers": 1, "aggregate": "node"}),
+    ("1 server, 16-bit transfers", {"servers": 1, "codec": "fp16"}),
+    ("4 servers, grouped, 16-bit", {"servers": 4, "aggregate": "node", "codec": "fp16"}),
+)
+
+
+def paramserver_knees(global_batch: int = 4096) -> tuple[list[list], dict]:
+    cluster = replace(load_cluster(EXAMPLES / "v100-10gbe.toml", measure=None), nodes=32)
+    profile = profile_model("resnet50")
+    s = Setting(cluster, profile, global_batch, "strong")
+    ns = [2**i for i in range(9)]
+    rows, curves = [], {}
+    for label, kw in PS_VARIANTS:
+        thr = {n: paramserver_cost(s, n, **kw).throughput for n in ns}
+        curves[label] = thr
+        knee = max(ns, key=lambda n: thr[n])
+        rows.append([label, knee, thr[knee], thr[256], thr[256] / thr[knee]])
+    return rows, curves
+
+
+def plot(goyal_curves: dict, ps_curves: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for overlap, curve in goyal_curves.items():
+        a.plot(
+            list(curve),
+            list(curve.values()),
+            marker="o",
+            label="predicted, " + ("overlapped" if overlap else "not overlapped"),
+        )
+    a.scatter([256], [PUBLISHED_GOYAL], color="k", marker="*", s=120, zorder=5, label="Goyal et al. 2017")
+    a.set_xscale("log", base=2)
+    a.set_ylim(0.6, 1.05)
+    a.set_xlabel("GPUs")
+    a.set_ylabel("scaling efficiency vs 8 GPUs")
+    a.set_title("ResNet-50, 32/GPU, P100 + 50 Gbit Ethernet", fontsize=9)
+    a.legend(fontsize=7)
+    a.grid(alpha=0.3)
+    for label, curve in ps_curves.items():
+        b.plot(list(curve), list(curve.values()), marker="o", ms=3, label=label)
+    b.set_xscale("log", base=2)
+    b.set_yscale("log")
+    b.set_xlabel("workers (GPUs)")
+    b.set_ylabel("predicted images / s")
+    b.set_title("Parameter servers, ResNet-50, global batch 4096, 10 GbE", fontsize=9)
+    b.legend(fontsize=7)
+    b.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main(quick: bool = False, docs: str | None = None) -> None:
+    spec = QUICK if quick else SPEC
+    here, note = validate_here(spec)
+    g_rows, g_curves = goyal()
+    ps_rows, ps_curves = paramserver_knees()
+    picture = ""
+    if docs and plot(g_curves, ps_curves, Path(docs).parent / "plan.png"):
+        picture = "\n\n![planner reproductions](plan.png)"
+    body = (
+        "## plan: predicted against measured and published\n\n"
+        f"`escala bench plan{' --quick' if quick else ''}`. {machine_line()} Timings here are noisy: other jobs "
+        "share this 2-core machine.\n\n"
+        f"**This machine** (data parallel: MLP {spec['hidden']} on 1x28x28, batch {spec['batch']} per worker; "
+        f"pipeline: MLP {PIPE['features']} -> {len(PIPE['hidden'])}x{PIPE['hidden'][0]} -> 10, batch {PIPE['batch']}, "
+        f"M={PIPE['micro']}, 1F1B, escala's pipeline engine; one thread per process; the median ratio of "
+        f"{spec['repeats']} alternating calibrate/predict/measure round(s); {note}):\n\n"
+        + markdown_table(
+            [
+                "strategy",
+                "workers",
+                "predicted compute ms",
+                "predicted comm+wait ms",
+                "predicted bubble ms",
+                "predicted step ms",
+                "measured step ms",
+                "measured / predicted",
+            ],
+            here,
+        )
+        + "\n\nAim: measured / predicted within 0.8-1.2.\n\n"
+        "**Goyal et al. 2017** (ResNet-50, 32 images per GPU; `examples/clusters/goyal2017-bigbasin.toml`):\n\n"
+        + markdown_table(
+            [
+                "all-reduce",
+                "step ms, 8 GPUs",
+                "step ms, 256 GPUs",
+                "all-reduce ms at 256 (before overlap)",
+                "efficiency 8 -> 256",
+                "published",
+            ],
+            g_rows,
+        )
+        + "\n\nThe published ~90% lies between the two bounds: perfect bucket overlap with backward predicts "
+        "more, none predicts less. The device efficiency (0.32 of peak) was set from the paper's 8-GPU "
+        "time, so the 8-GPU step is an input, not a prediction; the scaling is the prediction.\n\n"
+        "**Parameter servers, strong scaling** (ResNet-50, global batch 4096, 8 V100 per node, 10 GbE, "
+        "dedicated servers with one 10 GbE card each):\n\n"
+        + markdown_table(
+            ["servers", "knee (workers)", "images/s at knee", "images/s at 256", "256 / knee"], ps_rows
+        )
+        + "\n\nPast the knee adding GPUs slows training; sharding the servers, grouping GPUs per node (fewer, "
+        "bigger senders) and 16-bit transfers each move the knee out, as the parameter-server claim says."
+        + picture
+    )
+    print(body)
+    update_section(docs, "plan", body)

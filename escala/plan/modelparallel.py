@@ -1,0 +1,137 @@
+"""Model-parallel strategies and their combination with data parallelism: pipeline (K stages) x data (D
+replicas), tensor (T shards) x data (D replicas); ``N = K D`` or ``N = T D`` devices.
+
+**Pipeline** (Huang et al., "GPipe", NeurIPS 2019; 1F1B of Narayanan et al., "PipeDream", SOSP 2019).
+The top-level layers are cut into ``K`` contiguous stages balancing their FLOPs (the exact partition of
+:func:`escala.parallel.model.pipeline.partition.balance`). A replica batch of ``b`` samples is split
+into ``M`` micro-batches; stage ``k`` takes ``t_k = c(b / M) * f_k`` per micro-batch (``f_k`` its FLOP
+share). All stages advance at the pace of the slowest one::
+
+    step     = (M + K - 1) * max_k t_k + sends + data-parallel all-reduce
+    compute  = M * mean_k t_k                                (useful work per device)
+    bubble   = (K - 1) * max t  +  M * (max t - mean t)      (fill/drain + stage imbalance)
+
+so with equal stages and free sends the idle fraction is ``(K - 1) / (M + K - 1)``. Activation sends
+on the critical path: one forward and one backward send per stage boundary during fill and drain, plus
+any excess of a send over ``max t`` in the steady state. Each stage's gradients are all-reduced over
+the ``D`` replicas after the flush (not overlapped: conservative). Memory of stage ``k`` with 1F1B:
+its parameters, gradients and optimizer state plus ``min(M, K - k)`` micro-batches of its activations.
+
+**Tensor** (Shoeybi et al., "Megatron-LM", 2019): every weight layer is split ``T`` ways, paired
+column-then-row so one all-reduce of a layer's output (forward) or input gradient (backward) per layer
+keeps the shards consistent::
+
+    step = c(b) / T + sum_layers allreduce_T(out_bytes_l * b) + data-parallel all-reduce of P / T
+
+Memory: ``1/T`` of the model state and of the split activations; the all-reduced layer outputs stay
+whole on every shard (counted as half the saved activations: an approximation).
+"""
+
+from __future__ import annotations
+
+import math
+
+from escala.errors import UserError
+from escala.parallel.model.pipeline.partition import balance
+from escala.plan.collectives import allreduce, group_allreduce, p2p
+from escala.plan.dataparallel import gradient_comm
+from escala.plan.step import Setting, StepCost
+
+
+def stage_plan(s: Setting, stages: int) -> list[list[int]]:
+    """Child indices of each stage (FLOP-balanced), or a UserError when the model has too few layers."""
+    flops = [max(c.flops, 1e-9) for c in s.profile.children]
+    starts = balance(flops, stages)
+    ends = [*starts[1:], len(flops)]
+    return [list(range(a, b)) for a, b in zip(starts, ends)]
+
+
+def microbatch_count(s: Setting, stages: int, replica_batch: float) -> int:
+    m = s.microbatches or 4 * stages
+    return max(1, min(m, int(replica_batch)))
+
+
+def pipeline_cost(s: Setting, stages: int, replicas: int = 1) -> StepCost:
+    c = s.cluster
+    devices = stages * replicas
+    b = s.replica_batch(replicas)
+    m = microbatch_count(s, stages, b)
+    mb = b / m
+    plan = stage_plan(s, stages)
+    total_flops = sum(ch.flops for ch in s.profile.children) or 1.0
+    full = s.compute(mb, devices=devices)
+    t = [full * sum(s.profile.children[i].flops for i in st) / total_flops for st in plan]
+    t_max, t_mean = max(t), sum(t) / stages
+    link = c.intra if stages <= c.devices_per_node else c.inter
+    sends = [p2p(s.profile.children[st[-1]].out_bytes * mb, link) for st in plan[:-1]]
+    comm = 2 * sum(sends) + m * max([0.0, *(x - t_max for x in sends)])
+    params = [sum(s.profile.children[i].params for i in st) for st in plan]
+    if replicas > 1:
+        comm += max(group_allreduce(4.0 * p, replicas, c, stride=stages) for p in params)
+    acts = s.profile.child_activation_bytes(max(1, math.ceil(mb)))
+    mem = [
+        s.profile.state_bytes(params[k]) + min(m, stages - k) * sum(acts[i] for i in st)
+        for k, st in enumerate(plan)
+    ]
+    worst = max(range(stages), key=lambda k: mem[k])
+    names = [s.profile.children[st[0]].name for st in plan]
+    return StepCost(
+        "pipeline" if replicas == 1 else "pipeline x data",
+        devices,
+        m * t_mean,
+        comm,
+        b * replicas,
+        mem[worst],
+        bubble=(stages - 1) * t_max + m * (t_max - t_mean),
+        wait=s.straggler_wait(m * t_mean, devices) if devices > 1 else 0.0,
+        layout={"pipeline": stages, "data": replicas, "microbatches": m},
+        comm_total=comm,
+        memory_detail={"state": s.profile.state_bytes(params[worst]), "stage": worst},
+        note=f"K={stages} stages starting at {','.join(names)}; M={m} micro-batches, 1F1B",
+    )
+
+
+def tensor_cost(s: Setting, shards: int, replicas: int = 1) -> StepCost:
+    c = s.cluster
+    devices = shards * replicas
+    b = s.replica_batch(replicas)
+    full = s.compute(b, devices=devices)
+    compute = full / shards
+    link = c.intra if shards <= c.devices_per_node else c.inter
+    layers = max(1, s.profile.tp_layers)
+    # One all-reduce per weight layer; their sizes differ, the ring's bandwidth term only sees the sum.
+    act = s.profile.tp_bytes_per_sample * b
+    comm = 0.0
+    if shards > 1:
+        comm = allreduce(act, shards, link, "ring") + (layers - 1) * 2 * (shards - 1) * link.latency
+    dp_exposed = 0.0
+    if replicas > 1:
+        dp_exposed, _ = gradient_comm(s, replicas, compute, params_share=1 / shards, stride=shards)
+    est = s.profile.memory(max(1, math.ceil(b)))
+    acts = est.activation_bytes * (1 + 1 / shards) / 2
+    memory = s.profile.state_bytes(s.profile.params / shards) + acts + est.largest_output_bytes
+    return StepCost(
+        "tensor" if replicas == 1 else "tensor x data",
+        devices,
+        compute,
+        comm + dp_exposed,
+        b * replicas,
+        memory,
+        wait=s.straggler_wait(compute, devices) if devices > 1 else 0.0,
+        layout={"tensor": shards, "data": replicas},
+        comm_total=comm + dp_exposed,
+        memory_detail={"state": s.profile.state_bytes(s.profile.params / shards), "activations": acts},
+        note=f"T={shards}: {layers} weight layers split, {layers} activation all-reduces per step",
+    )
+
+
+def split_fits_model(s: Setting, stages: int) -> str | None:
+    """Why ``stages`` pipeline stages cannot be cut from the model, or None."""
+    n = len(s.profile.children)
+    if stages > n:
+        return f"{s.profile.name} has {n} top-level layers, fewer than {stages} stages"
+    try:
+        stage_plan(s, stages)
+    except UserError as err:
+        return str(err)
+    return None

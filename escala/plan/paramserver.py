@@ -1,0 +1,106 @@
+"""Parameter servers (Dean et al., "Large Scale Distributed Deep Networks", NIPS 2012): the bytes that
+go through each server, and where adding workers stops helping.
+
+``W`` workers push gradients to and pull parameters from ``S`` servers, each holding ``1/S`` of the
+``P`` parameter bytes (``P`` times the codec ratio: 16-bit transfers halve it). Workers may first
+aggregate inside their node (``aggregate = node``: one push per node of ``g`` devices, as Goyal et al.
+and the Poseidon/Project Adam systems do), so ``W / g`` senders reach the servers. Per direction::
+
+    server card   (dedicated):  a + (W / g) * P / S / B_server
+    worker card:                a + (g_node / g) * P / B_inter       (g_node devices share a card)
+    host card     (colocated):  a + ((W / g) * P / min(S, nodes) + (g_node / g) * P) / B_inter
+
+and a synchronous step is ``c(b) + 2 * max(cards) + local aggregation + wait``. Under strong scaling
+(fixed global batch ``B``) the compute ``c(B / W)`` shrinks like ``1 / W`` while the server term grows
+like ``W / (g S)``, so the step is smallest near ``W* = sqrt(c(B) g S B_server / P)``: past it adding
+workers slows training. Sharding (``S``), fewer senders (``g``) and 16-bit transfers (``P / 2``) each
+move this knee out, by ``sqrt(S)``, ``sqrt(g)`` and ``sqrt(2)``. Under weak scaling throughput
+saturates at ``g S B_server b / P`` samples per second instead.
+
+On a one-node cluster all traffic stays inside the node (the ``[intra]`` link, as escala's local
+parameter-server processes do). Server-side update time is neglected (a few passes over ``P / S``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from escala.plan.collectives import allreduce, ring_allgather
+from escala.plan.compression import wire_ratio
+from escala.plan.step import Setting, StepCost
+
+
+def server_traffic(
+    s: Setting,
+    workers: int,
+    *,
+    servers: int | None = None,
+    aggregate: str = "device",
+    codec: str = "none",
+    placement: str | None = None,
+) -> tuple[float, str]:
+    """(seconds of push + pull per step, a short description)."""
+    c = s.cluster
+    servers = servers or c.ps_servers
+    placement = placement or c.ps_placement
+    ratio = wire_ratio(codec) if codec in ("fp16", "bf16") else 1.0
+    pbytes = s.profile.param_bytes * ratio
+    g = min(workers, c.devices_per_node) if aggregate == "node" else 1
+    senders = math.ceil(workers / g)
+    per_card = max(1, min(workers, c.devices_per_node) // g)  # senders sharing one network card
+    local = 0.0
+    if g > 1:  # reduce inside the node before the push, broadcast after the pull
+        local = allreduce(pbytes, g, c.intra, "ring") + ring_allgather(pbytes, g, c.intra)
+    if c.nodes == 1:
+        link = c.intra
+        one_way = max(link.time(senders * pbytes / servers), link.time(pbytes))
+    elif placement == "dedicated":
+        server = c.server_link.time(senders * pbytes / servers)
+        worker = c.inter.time(per_card * pbytes)
+        one_way = max(server, worker)
+    else:
+        hosts = min(servers, c.nodes)
+        one_way = c.inter.time(senders * pbytes / hosts + per_card * pbytes)
+    where = "in the node" if c.nodes == 1 else placement
+    desc = f"S={servers} {where} server(s), {senders} sender(s)" + (f" of {g} devices" if g > 1 else "")
+    if codec != "none":
+        desc += f", {codec} transfers"
+    return 2 * one_way + local, desc
+
+
+def paramserver_cost(
+    s: Setting,
+    workers: int,
+    *,
+    servers: int | None = None,
+    aggregate: str = "device",
+    codec: str = "none",
+    placement: str | None = None,
+) -> StepCost:
+    servers = servers or s.cluster.ps_servers
+    placement = placement or s.cluster.ps_placement
+    b = s.replica_batch(workers)
+    compute = s.compute(b, devices=workers)
+    comm, desc = server_traffic(
+        s, workers, servers=servers, aggregate=aggregate, codec=codec, placement=placement
+    )
+    est = s.profile.memory(max(1, math.ceil(b)))
+    # Workers keep parameters, gradients and activations; the optimizer state lives on the servers.
+    memory = float(est.peak_bytes - est.optimizer_bytes)
+    shard = s.profile.param_bytes * (1 + s.profile.slots) / servers
+    if placement == "colocated":
+        memory += shard
+    name = "paramserver" + ("+node" if aggregate == "node" else "") + ("" if codec == "none" else f"+{codec}")
+    return StepCost(
+        name,
+        workers,
+        compute,
+        comm,
+        b * workers,
+        memory,
+        wait=s.straggler_wait(compute, workers) if workers > 1 else 0.0,
+        layout={"data": workers, "servers": servers},
+        comm_total=comm,
+        memory_detail={"server_shard": shard, "activations": float(est.activation_bytes)},
+        note=f"synchronous push/pull, {desc}",
+    )

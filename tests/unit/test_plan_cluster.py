@@ -1,0 +1,110 @@
+"""Cluster files: units, validation errors that name the field, shipped examples, calibration fit."""
+
+from pathlib import Path
+
+import pytest
+
+from escala.errors import UserError
+from escala.plan.calibrate import fit_alpha_beta, gloo_allreduce
+from escala.plan.cluster import load_cluster, parse_cluster
+from escala.plan.units import parse_bandwidth, parse_bytes, parse_flops, parse_seconds
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clusters"
+
+
+def raw(**over):
+    base = {
+        "nodes": 2,
+        "devices_per_node": 4,
+        "device": {"memory": "16GiB", "compute": {"fp32": "10TFLOPS"}, "efficiency": 0.5},
+        "intra": {"bandwidth": "100GB/s", "latency": "5us"},
+        "inter": {"bandwidth": "10Gbit/s", "latency": "30us"},
+    }
+    base.update(over)
+    return base
+
+
+def test_units():
+    assert parse_bandwidth("10Gbit/s", "f") == 1.25e9
+    assert parse_bandwidth("25GB/s", "f") == 25e9
+    assert parse_bandwidth("1GiB/s", "f") == 2**30
+    assert parse_bytes("16GiB", "f") == 16 * 2**30
+    assert parse_bytes("2GB", "f") == 2e9
+    assert parse_seconds("5us", "f") == pytest.approx(5e-6)
+    assert parse_seconds("0.2ms", "f") == pytest.approx(2e-4)
+    assert parse_flops("15.7TFLOPS", "f") == pytest.approx(15.7e12)
+    with pytest.raises(UserError, match="inter.bandwidth"):
+        parse_bandwidth("fast", "inter.bandwidth")
+
+
+def test_parse_cluster_values():
+    c = parse_cluster(raw())
+    assert c.max_devices == 8
+    assert c.device.flops("fp32") == pytest.approx(5e12)
+    assert c.inter.bandwidth == 1.25e9 and c.inter.latency == pytest.approx(3e-5)
+    assert c.ps_placement == "dedicated" and c.ps_servers == 1
+
+
+@pytest.mark.parametrize(
+    "over, field",
+    [
+        ({"nodes": 0}, "nodes"),
+        ({"devices_per_node": "eight"}, "devices_per_node"),
+        ({"device": {"memory": "16GiB"}}, "device.compute"),
+        ({"device": {"compute": {"fp32": 1e12}}}, "device.memory"),
+        ({"device": {"memory": "1GiB", "compute": {"fp64": 1e12}}}, "device.compute.fp64"),
+        ({"device": {"memory": "1GiB", "compute": {"fp32": 1e12}, "efficiency": 1.5}}, "device.efficiency"),
+        ({"intra": {"bandwidth": "1GB/s"}}, "intra.latency"),
+        ({"inter": {"bandwidth": "-", "latency": 0}}, "inter.bandwidth"),
+        ({"paramserver": {"placement": "cloud"}}, "paramserver.placement"),
+        ({"collectives": {"allreduce": "butterfly"}}, "collectives.allreduce"),
+        ({"stragglers": {"mean_delay": -1}}, "stragglers.mean_delay"),
+        ({"gpus": 3}, "gpus"),
+    ],
+)
+def test_errors_name_the_field(over, field):
+    with pytest.raises(UserError, match=field.replace(".", r"\.")):
+        parse_cluster(raw(**over))
+
+
+def test_missing_precision_is_named():
+    c = parse_cluster(raw())
+    with pytest.raises(UserError, match="fp16"):
+        c.device.flops("fp16")
+
+
+def test_examples_load():
+    for name in ("v100-10gbe.toml", "goyal2017-bigbasin.toml"):
+        c = load_cluster(EXAMPLES / name, measure=lambda t: pytest.fail("no calibration expected"))
+        assert c.max_devices >= 32
+    fake = {
+        "matmul_flops": 1e10,
+        "memory_bandwidth": 1e10,
+        "allreduce_latency": 1e-4,
+        "allreduce_bandwidth": 1e9,
+    }
+    c = load_cluster(EXAMPLES / "this-machine.toml", measure=lambda t: fake)
+    assert c.device.measured and c.intra.bandwidth == 1e9 and c.intra.latency == 1e-4
+
+
+def test_bad_file(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_cluster(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nodes = [")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_cluster(bad)
+
+
+def test_fit_alpha_beta_recovers_the_line():
+    a, bw = 50e-6, 2e9
+    sizes = [4e3, 4e5, 4e6, 1.6e7]
+    times = [2 * a + n / bw for n in sizes]  # 2-process ring: 2a + n b
+    got_a, got_bw = fit_alpha_beta(sizes, times)
+    assert got_a == pytest.approx(a, rel=1e-6) and got_bw == pytest.approx(bw, rel=1e-6)
+
+
+def test_gloo_calibration_two_processes():
+    out = gloo_allreduce(sizes=(2**8, 2**16), repeats=3, timeout_s=60)
+    assert out["allreduce_bandwidth"] > 0 and out["allreduce_latency"] >= 0
+    assert len(out["allreduce_points"]) == 2

@@ -1,0 +1,211 @@
+"""Each cost term against a hand computation on small cases, and monotonicity of the predictions."""
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from escala.plan.cluster import Link, parse_cluster
+from escala.plan.collectives import group_allreduce, ring_allgather, ring_allreduce, tree_allreduce
+from escala.plan.dataparallel import allreduce_cost, localsgd_cost
+from escala.plan.modelparallel import pipeline_cost, tensor_cost
+from escala.plan.overlap import buckets, exposed_comm
+from escala.plan.paramserver import paramserver_cost, server_traffic
+from escala.plan.planner import STRATEGIES, make_plan, predict
+from escala.plan.profile import ChildProfile, profile_model
+from escala.plan.step import Setting, harmonic
+
+LINK = Link(1e9, 1e-5)
+
+
+def cluster(**over):
+    raw = {
+        "nodes": 2,
+        "devices_per_node": 4,
+        "device": {"memory": "16GiB", "compute": {"fp32": 1e12}, "efficiency": 1.0, "memory_bandwidth": 1e11},
+        "intra": {"bandwidth": 1e10, "latency": 1e-6},
+        "inter": {"bandwidth": 1e9, "latency": 1e-5},
+        "collectives": {"allreduce": "ring", "overlap": False, "bucket": 1e12},
+    }
+    for key, value in over.items():
+        if isinstance(value, dict):
+            raw[key] = {**raw.get(key, {}), **value}
+        else:
+            raw[key] = value
+    return parse_cluster(raw)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return profile_model("mlp", hidden=(256, 128))
+
+
+def test_ring_and_tree_allreduce_by_hand():
+    assert ring_allreduce(1e6, 4, LINK) == pytest.approx(2 * 3 * 1e-5 + 2 * 3 / 4 * 1e6 / 1e9)
+    assert tree_allreduce(1e6, 4, LINK) == pytest.approx(2 * 2 * (1e-5 + 1e6 / 1e9))
+    assert ring_allreduce(1e6, 1, LINK) == 0.0
+    assert ring_allgather(1e6, 4, LINK) == pytest.approx(3 * 1e-5 + 3 / 4 * 1e6 / 1e9)
+
+
+def test_hierarchical_allreduce_by_hand():
+    c = cluster()
+    n = 4e6
+    inside = 2 * (3 * 1e-6 + 3 / 4 * n / 1e10)  # reduce-scatter + all-gather over 4 local devices
+    across = 2 * 1 * 1e-5 + 2 * 1 / 2 * (n / 4) / (1e9 / 4)  # 2 nodes, card shared by 4 flows
+    assert group_allreduce(n, 8, c) == pytest.approx(inside + across)
+    assert group_allreduce(n, 4, c) == pytest.approx(ring_allreduce(n, 4, c.intra))
+
+
+def test_buckets_and_overlap_by_hand():
+    layers = [(100, 1.0), (100, 1.0), (200, 2.0)]  # (params, flops), forward order
+    assert buckets(layers, 800) == [(800.0, 0.5), (800.0, 1.0)]
+    cost = lambda nbytes: nbytes / 1000  # noqa: E731
+    # backward 2 s: bucket 1 ready at 1 s, runs to 1.8; bucket 2 ready at 2 s, runs to 2.8 -> 0.8 exposed
+    assert exposed_comm(buckets(layers, 800), 2.0, cost) == pytest.approx((0.8, 1.6))
+    assert exposed_comm(buckets(layers, 800), 2.0, cost, overlap=False) == pytest.approx((1.6, 1.6))
+
+
+def test_allreduce_step_by_hand(mlp):
+    c = cluster()
+    s = Setting(c, mlp, 64)
+    row = allreduce_cost(s, 8)
+    compute = mlp.flops_per_sample * 64 / 1e12
+    assert row.compute == pytest.approx(compute)
+    assert row.comm == pytest.approx(group_allreduce(4.0 * mlp.params, 8, c))
+    assert row.samples == 64 * 8
+    assert row.memory == mlp.memory(64).peak_bytes
+
+
+def test_compression_and_localsgd(mlp):
+    c = cluster()
+    s = Setting(c, mlp, 64, localsgd_h=4)
+    plain, half = allreduce_cost(s, 8), allreduce_cost(s, 8, codec="fp16")
+    encode = 2 * 6 * mlp.params / 1e11  # encode + decode passes over the float32 gradient
+    assert half.comm == pytest.approx(group_allreduce(2.0 * mlp.params, 8, c) + encode, rel=1e-3)
+    assert half.comm < plain.comm
+    local = localsgd_cost(s, 8)
+    assert local.comm == pytest.approx(group_allreduce(4.0 * mlp.params, 8, c) / 4)
+
+
+def test_paramserver_by_hand(mlp):
+    c = cluster(paramserver={"servers": 2})
+    s = Setting(c, mlp, 64)
+    p = 4.0 * mlp.params
+    comm, _ = server_traffic(s, 8)
+    server = 1e-5 + 8 * p / 2 / 1e9
+    worker = 1e-5 + 4 * p / 1e9  # four devices share a node's card
+    assert comm == pytest.approx(2 * max(server, worker))
+    half, _ = server_traffic(s, 8, codec="fp16")
+    assert half == pytest.approx(2 * max(1e-5 + 8 * p / 4 / 1e9, 1e-5 + 2 * p / 1e9))
+    row = paramserver_cost(s, 8)
+    est = mlp.memory(64)
+    assert row.memory == est.peak_bytes - est.optimizer_bytes
+
+
+def test_paramserver_knee_moves_out():
+    """Strong scaling: adding workers eventually slows training; shards, grouping and fp16 move the knee."""
+    prof = profile_model("resnet50")
+    c = cluster(nodes=32, devices_per_node=8, device={"efficiency": 0.3})
+    s = Setting(c, prof, 4096, "strong")
+
+    def knee(**kw):
+        ns = [2**i for i in range(9)]
+        return max(ns, key=lambda n: 4096 / paramserver_cost(s, n, **kw).step)
+
+    base = knee(servers=1)
+    assert base < 256
+    assert knee(servers=8) > base
+    assert knee(servers=1, aggregate="node") > base
+    assert knee(servers=1, codec="fp16") >= base
+
+
+def _equal_stages(mlp, k):
+    prof = replace(
+        mlp, flops_per_sample=k * 1e6, children=[ChildProfile(f"l{i}", 100, 1e6, 0.0) for i in range(k)]
+    )
+    prof.child_activation_bytes = lambda batch: [0.0] * k
+    return prof
+
+
+def test_pipeline_bubble_is_the_gpipe_fraction(mlp):
+    k, m = 4, 12
+    s = Setting(cluster(), _equal_stages(mlp, k), 48, microbatches=m)
+    row = pipeline_cost(s, k)
+    assert row.comm == 0.0
+    assert row.bubble / row.step == pytest.approx((k - 1) / (m + k - 1))
+    assert row.compute == pytest.approx(k * 1e6 * 48 / 1e12 / k)
+
+
+def test_pipeline_imbalance_adds_to_the_bubble(mlp):
+    prof = replace(
+        mlp,
+        flops_per_sample=4e6,
+        children=[ChildProfile(f"l{i}", 1, f, 0.0) for i, f in enumerate([3e6, 1e6])],
+    )
+    prof.child_activation_bytes = lambda batch: [0.0, 0.0]
+    s = Setting(cluster(), prof, 8, microbatches=4)
+    row = pipeline_cost(s, 2)
+    t = [3e6 * 2 / 1e12, 1e6 * 2 / 1e12]  # per micro-batch of 2 samples (FLOPs x samples / rate)
+    assert row.bubble == pytest.approx(1 * max(t) + 4 * (max(t) - sum(t) / 2))
+    assert row.step == pytest.approx((4 + 1) * max(t))
+
+
+def test_tensor_by_hand(mlp):
+    c = cluster()
+    s = Setting(c, mlp, 32)
+    row = tensor_cost(s, 4)
+    act = mlp.tp_bytes_per_sample * 32
+    layers = mlp.tp_layers
+    expect = ring_allreduce(act, 4, c.intra) + (layers - 1) * 2 * 3 * c.intra.latency
+    assert row.comm == pytest.approx(expect)
+    assert row.compute == pytest.approx(mlp.flops_per_sample * 32 / 1e12 / 4)
+
+
+def test_straggler_wait_and_backups():
+    assert harmonic(3) == pytest.approx(1 + 1 / 2 + 1 / 3)
+    c = cluster(stragglers={"mean_delay": 0.1})
+    s = Setting(c, profile_model("mlp"), 8)
+    assert s.straggler_wait(1.0, 4) == pytest.approx(0.1 * harmonic(4))
+    assert s.straggler_wait(1.0, 4, keep=3) == pytest.approx(0.1 * (harmonic(4) - harmonic(1)))
+
+
+def test_more_bandwidth_never_slower(mlp):
+    base = cluster(collectives={"overlap": True, "bucket": 4096})
+    for factor in (2.0, 10.0):
+        fast = base.with_bandwidth(factor)
+        for strategy in STRATEGIES:
+            for n in (1, 2, 4, 8):
+                slow_row, _ = predict(Setting(base, mlp, 32), strategy, n)
+                fast_row, _ = predict(Setting(fast, mlp, 32), strategy, n)
+                if slow_row is not None:
+                    assert fast_row.step <= slow_row.step * (1 + 1e-12), (strategy, n, factor)
+
+
+def test_more_devices_never_more_memory_when_sharded(mlp):
+    prof = profile_model("lenet5")
+    s = Setting(cluster(), prof, 64, "strong")
+    for rows in (
+        [tensor_cost(s, t) for t in (1, 2, 4, 8)],
+        [allreduce_cost(s, n) for n in (1, 2, 4, 8)],
+    ):
+        mems = [r.memory for r in rows]
+        assert all(b <= a for a, b in zip(mems, mems[1:])), mems
+    # Pipeline over 12 equal layers, M fixed: 1F1B's first stage keeps K micro-batches of 1/K of the
+    # activations (constant) while its share of the model state shrinks.
+    n = 12
+    equal = replace(
+        mlp, flops_per_sample=n * 1e6, children=[ChildProfile(f"l{i}", 1000, 1e6, 0.0) for i in range(n)]
+    )
+    equal.child_activation_bytes = lambda batch: [100.0 * batch] * n
+    s = Setting(cluster(), equal, 48, microbatches=12)
+    mems = [pipeline_cost(s, k).memory for k in (1, 2, 3, 4, 6, 12)]
+    assert all(b <= a for a, b in zip(mems, mems[1:])), mems
+
+
+def test_plan_recommends_the_fastest_that_fits(mlp):
+    s = Setting(cluster(), mlp, 32)
+    plan = make_plan(s, 8)
+    rec = plan.recommended
+    assert rec.fits and rec.throughput == max(r.throughput for r in plan.rows if r.fits)
+    base = plan.baseline
+    assert base.efficiency == pytest.approx(1.0) or math.isnan(base.efficiency) or base.devices == 1
