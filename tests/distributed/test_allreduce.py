@@ -60,7 +60,16 @@ def test_dead_worker_ends_the_job_naming_its_rank(quick):
 
 
 @pytest.mark.slow
-def test_same_entry_point_under_torchrun(tmp_path):
+@pytest.mark.parametrize(
+    "procs, extra, workers, min_acc",
+    [
+        (2, [], 2, 0.85),  # 2 all-reduce workers
+        (3, ["--strategy", "paramserver", "--servers", "1"], 2, 0.5),  # 1 server + 2 async workers
+        (2, ["--pipeline", "2", "--microbatches", "2"], 1, 0.85),  # 1 replica of 2 pipeline stages
+    ],
+    ids=["allreduce", "paramserver", "pipeline"],
+)
+def test_same_entry_point_under_torchrun(tmp_path, procs, extra, workers, min_acc):
     out = tmp_path / "torchrun"
     cmd = [
         sys.executable,
@@ -68,10 +77,11 @@ def test_same_entry_point_under_torchrun(tmp_path):
         "torch.distributed.run",
         "--standalone",
         "--nproc-per-node",
-        "2",
+        str(procs),
         "-m",
         "escala",
         "train",
+        *extra,
         "--epochs",
         "2",
         "--batch-size",
@@ -93,4 +103,8 @@ def test_same_entry_point_under_torchrun(tmp_path):
     import json
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["workers"] == 2 and summary["val_acc"] > 0.85
+    assert summary["workers"] == workers and summary["val_acc"] > min_acc
+    if "--pipeline" in extra:
+        assert summary["processes"] == 2 and summary["layout"]["model_groups"] == [[0, 1]]
+    if "paramserver" in extra:
+        assert summary["staleness_mean"] >= 0.0
