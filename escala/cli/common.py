@@ -76,3 +76,14 @@ def run_guarded(func, *args) -> int:
         fail(str(err), 1)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+
+
+def positive_ints(text: str, what: str) -> tuple[int, ...]:
+    """``"64,32"`` -> ``(64, 32)``; anything else is a one-line error naming ``what``."""
+    try:
+        values = tuple(int(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{what} {text!r}: give integers separated by commas") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{what} {text!r}: give positive integers separated by commas")
+    return values

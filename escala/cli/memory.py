@@ -6,6 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
+from escala.cli.common import positive_ints
 from escala.errors import UserError
 
 EPILOG = """examples:
@@ -58,16 +59,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in str(text).split(",") if v.strip())
-    except ValueError:
-        raise UserError(f"{what} {text!r}: give integers separated by commas") from None
-    if not values or min(values) < 1:
-        raise UserError(f"{what} {text!r}: give positive integers separated by commas")
-    return values
-
-
 def run(args: argparse.Namespace) -> int:
     from escala.memory.report import memory_report, print_report, write_report
 
@@ -75,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     shape, classes = DEFAULT_SHAPES.get(args.model, ((1, 28, 28), 10))
     if args.input_shape:
-        shape = _ints(args.input_shape, "--input-shape")
+        shape = positive_ints(args.input_shape, "--input-shape")
     if args.num_classes:
         classes = args.num_classes
     out = Path(args.out) if args.out else None
@@ -88,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         shape,
         classes,
         args.batch_size,
-        hidden=_ints(args.hidden, "--hidden"),
+        hidden=positive_ints(args.hidden, "--hidden"),
         precision=args.precision,
         optimizer=args.optimizer,
         budget=parse_bytes(args.budget) if args.budget is not None else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from escala.cli.common import positive_ints
 from escala.errors import UserError
 
 EPILOG = """examples:
@@ -63,16 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layout", default="", metavar="pipeline=K,tensor=T,data=D", help="process layout for --dry-run"
     )
     p.set_defaults(func=run)
-
-
-def _ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in str(text).split(",") if v.strip())
-    except ValueError:
-        raise UserError(f"{what} {text!r}: give integers separated by commas") from None
-    if not values or min(values) < 1:
-        raise UserError(f"{what} {text!r}: give positive integers separated by commas")
-    return values
 
 
 def dry_run(args: argparse.Namespace) -> int:
@@ -147,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--devices {n_max}: the cluster {args.cluster} has {cluster.max_devices} devices")
     profile = profile_model(
         args.model,
-        input_shape=_ints(args.input_shape, "--input-shape") if args.input_shape else None,
+        input_shape=positive_ints(args.input_shape, "--input-shape") if args.input_shape else None,
         num_classes=args.num_classes or None,
-        hidden=_ints(args.hidden, "--hidden"),
+        hidden=positive_ints(args.hidden, "--hidden"),
         precision=args.precision,
         optimizer=args.optimizer,
     )

@@ -31,6 +31,21 @@ _CACHE: dict[tuple, object] = {}
 SIZES = (2**10, 2**16, 2**20, 2**22)  # float32 elements: 4 KiB .. 16 MiB
 
 
+def _run_until(procs: list, timeout_s: float) -> list:
+    """Start ``procs``, wait for them until ``timeout_s`` from now, kill the ones still running and
+    return those (a calibration must never hang the command)."""
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.kill()
+        p.join(5)
+    return alive
+
+
 @contextmanager
 def threads(n: int):
     before = torch.get_num_threads()
@@ -151,15 +166,7 @@ def _concurrent(
         )
         for _ in range(processes)
     ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + timeout_s
-    for p in procs:
-        p.join(max(0.1, deadline - time.monotonic()))
-    alive = [p for p in procs if p.is_alive()]
-    for p in alive:
-        p.kill()
-        p.join(5)
+    alive = _run_until(procs, timeout_s)
     results = []
     while not out.empty():
         results.append(out.get())
@@ -243,15 +250,7 @@ def gloo_allreduce(sizes: tuple[int, ...] = SIZES, repeats: int = 7, timeout_s: 
         ctx.Process(target=_allreduce_worker, args=(r, store, sizes, repeats, timeout_s, out))
         for r in range(2)
     ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + timeout_s
-    for p in procs:
-        p.join(max(0.1, deadline - time.monotonic()))
-    alive = [p for p in procs if p.is_alive()]
-    for p in alive:
-        p.kill()
-        p.join(5)
+    alive = _run_until(procs, timeout_s)
     if alive or any(p.exitcode != 0 for p in procs) or out.empty():
         raise UserError(f"calibration: the 2-process gloo all-reduce did not finish within {timeout_s:.0f}s")
     times = out.get()
