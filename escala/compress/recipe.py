@@ -18,7 +18,7 @@ from typing import Any
 
 from escala.compress.share import check_bits
 from escala.compress.targets import check_layer_keys, select_layers
-from escala.config.load import read_toml
+from escala.config.load import merge_layers, read_toml
 from escala.errors import UserError
 
 INT8 = ("none", "dynamic", "static", "qat")
@@ -191,22 +191,17 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
     return read_toml(path, table="compress", kind="recipe")
 
 
+def _unknown_recipe_key(key: str, source: str | None) -> UserError:
+    close = difflib.get_close_matches(key.replace("-", "_"), list(FIELDS), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return UserError(f"{source + ': ' if source else ''}unknown recipe key '{key}'{hint}")
+
+
 def build_recipe(file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
     """Defaults < TOML ``file`` < ``overrides`` (flags), every value checked; see :func:`check`."""
-    values: dict[str, Any] = {}
-    layers = []
-    if file is not None:
-        layers.append((read_recipe_file(file), str(file)))
-    if overrides:
-        layers.append((overrides, None))
-    for layer, source in layers:
-        for key, value in layer.items():
-            name = key.replace("-", "_")
-            if name not in FIELDS:
-                close = difflib.get_close_matches(name, list(FIELDS), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise UserError(f"{source + ': ' if source else ''}unknown recipe key '{key}'{hint}")
-            values[name] = coerce(name, value, source)
+    file_values = read_recipe_file(file) if file is not None else None
+    source = str(file) if file is not None else None
+    values = merge_layers({}, file_values, source, overrides, FIELDS, coerce, _unknown_recipe_key)
     recipe = Recipe(**values)
     check(recipe)
     return recipe

@@ -101,23 +101,41 @@ def read_toml(path: str | Path, table: str = "train", kind: str = "config") -> d
     return data
 
 
+def merge_layers(
+    values: dict[str, Any],
+    file_values: dict[str, Any] | None,
+    source: str | None,
+    overrides: dict[str, Any] | None,
+    names: typing.Collection[str],
+    coerce_one: typing.Callable[[str, Any, str | None], Any],
+    unknown: typing.Callable[[str, str | None], UserError],
+) -> dict[str, Any]:
+    """Apply the TOML values, then the overrides, onto ``values``: the precedence every escala file
+    follows (defaults < file < flags). Keys may use ``-`` for ``_``; an unknown key raises
+    ``unknown(key, source)``; each value goes through ``coerce_one(name, value, source)``."""
+    layers: list[tuple[dict[str, Any], str | None]] = []
+    if file_values is not None:
+        layers.append((file_values, source))
+    if overrides:
+        layers.append((overrides, None))
+    for layer, where in layers:
+        for key, value in layer.items():
+            name = key.replace("-", "_")
+            if name not in names:
+                raise unknown(key, where)
+            values[name] = coerce_one(name, value, where)
+    return values
+
+
 def build_config(
     file: str | Path | None = None, overrides: dict[str, Any] | None = None, base: TrainConfig | None = None
 ) -> TrainConfig:
     """Defaults (or ``base``), then the TOML ``file``, then ``overrides``; all values checked."""
     values = dataclasses.asdict(base) if base is not None else {}
     names = {f.name for f in field_specs()}
-    layers: list[tuple[dict[str, Any], str | None]] = []
-    if file is not None:
-        layers.append((read_toml(file), str(file)))
-    if overrides:
-        layers.append((overrides, None))
-    for layer, source in layers:
-        for key, value in layer.items():
-            key_norm = key.replace("-", "_")
-            if key_norm not in names:
-                raise _unknown(key, source)
-            values[key_norm] = coerce(key_norm, value, source)
+    file_values = read_toml(file) if file is not None else None
+    source = str(file) if file is not None else None
+    merge_layers(values, file_values, source, overrides, names, coerce, _unknown)
     config = TrainConfig(**values)
     check(config)
     return config
