@@ -1,14 +1,12 @@
 """Synchronous data parallelism on 2 CPU ranks over gloo."""
 
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 import torch
-import torch.distributed as dist
-from torch import nn
+from dying import DiesOnRankOne
 
 import escala
 from escala.checkpoint import load_checkpoint
@@ -35,21 +33,6 @@ def test_two_workers_with_half_batch_equal_one_worker(quick, tmp_path):
 
 def test_two_workers_resume_matches_uninterrupted(quick, resume_matches_whole_run):
     resume_matches_whole_run(dict(quick, epochs=2, workers=2, batch_size=16), stop_at=30)
-
-
-class DiesOnRankOne(nn.Module):
-    """Test-only model: rank 1 kills itself at its 5th forward pass, as a crashed machine would."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(64, 10)
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.training and dist.is_initialized() and dist.get_rank() == 1 and self.calls == 5:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self.fc(x.flatten(1))
 
 
 def test_dead_worker_ends_the_job_naming_its_rank(quick):

@@ -1,12 +1,8 @@
 """Asynchronous SGD against sharded parameter servers: workers and servers are CPU processes on gloo."""
 
-import os
-import signal
-
 import pytest
 import torch
-import torch.distributed as dist
-from torch import nn
+from dying import DiesOnRankOne
 
 import escala
 from escala.checkpoint import load_checkpoint
@@ -73,21 +69,6 @@ def test_resume_with_topk_momentum_correction_keeps_the_velocity(quick, resume_m
     quick.update(topk_warmup_steps=40)
     summary, _ = resume_matches_whole_run(quick, stop_at=25)
     assert summary["compress"] == "topk" and summary["compression_ratio"] > 3  # 25% at first
-
-
-class DiesOnRankOne(nn.Module):
-    """Test-only model: process 1 (a worker) kills itself at its 5th training forward pass."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(64, 10)
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.training and dist.is_initialized() and dist.get_rank() == 1 and self.calls == 5:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self.fc(x.flatten(1))
 
 
 def test_killed_worker_is_reported_by_rank_without_a_hang(quick):
