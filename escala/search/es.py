@@ -138,7 +138,9 @@ def _es_worker(ctx, options: dict[str, Any], out_file: str) -> None:
 def _problem(name: str, hidden, seed: int, problem_options: dict[str, Any]):
     """``(model, fitness, evaluate)``; ``evaluate(model)`` gives the metrics logged per iteration."""
     if name == "digits":
-        model, fitness, accuracy = digits_problem(hidden=(32,) if hidden is None else hidden, seed=seed)
+        model, fitness, accuracy = digits_problem(
+            hidden=(32,) if hidden is None else hidden, seed=seed, **problem_options
+        )
         return model, fitness, lambda m: {"val_acc": accuracy(m)}
     if name == "cartpole":
         from escala.search.es_control import cartpole_problem
@@ -154,10 +156,22 @@ def _es_loop(options: dict[str, Any], rank: int, world: int, all_reduce) -> dict
     model, fitness, evaluate = _problem(name, hidden, opts.get("seed", 0), problem_options)
     es = EvolutionStrategy(model, fitness, **opts)
     initial = evaluate(model)  # iteration 0: the starting weights
-    history, t0 = [], time.perf_counter()
+    if all_reduce is not None:
+        all_reduce([0.0])  # gloo connects on the first collective: not part of any iteration's time
+    history, t0, in_steps = [], time.perf_counter(), 0.0
     for it in range(iterations):
+        s0 = time.perf_counter()
         stats = es.step(rank, world, all_reduce)
-        history.append({"iteration": it + 1, **evaluate(model), "wall_s": time.perf_counter() - t0, **stats})
+        in_steps += time.perf_counter() - s0
+        history.append(
+            {
+                "iteration": it + 1,
+                **evaluate(model),
+                "wall_s": time.perf_counter() - t0,
+                "step_s": in_steps,  # the ES iterations alone (scoring, all-reduce, update), no evaluation
+                **stats,
+            }
+        )
     return {"initial": initial, "history": history, "theta": es.theta.detach().tolist()}
 
 
@@ -165,7 +179,8 @@ def es_digits(iterations: int = 30, workers: int = 1, spawn: bool = False, **opt
     """Train the digits MLP by ES with ``workers`` processes; returns per-iteration history and ``theta``.
 
     One worker runs in this process unless ``spawn`` (one spawned single-threaded process, which is
-    what a timing against several workers should compare with).
+    what a timing against several workers should compare with). ``problem_options={"batch": B}``
+    sets the minibatch each fitness is measured on (256 by default).
     """
     return es_run("digits", iterations, workers, spawn, **options)
 
