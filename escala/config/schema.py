@@ -31,8 +31,8 @@ class TrainConfig:
     synthetic_classes: int = _f(10, "number of classes of the synthetic data set", min=2)
 
     # -- model ------------------------------------------------------------------------------------
-    model: str = _f("mlp", "model to train", choices=("mlp", "lenet300", "lenet5", "resnet20", "resnet50"))
-    hidden: tuple[int, ...] = _f((128, 64), "hidden layer widths of the mlp model")
+    model: str = _f("mlp", "model to train", choices=("mlp", "lenet300", "lenet5", "resnet20", "resnet50", "lstm"))
+    hidden: tuple[int, ...] = _f((128, 64), "hidden layer widths of the mlp model (lstm: one LSTM layer per width)")
     dropout: float = _f(0.0, "dropout probability after each hidden layer of the mlp model", min=0.0)
 
     # -- optimisation -----------------------------------------------------------------------------

@@ -5,6 +5,8 @@
 * ``lenet5``: :class:`~escala.models.lenet5.LeNet5` (LeCun et al. 1998); (C, H, W), H, W >= 4.
 * ``resnet20``: CIFAR ResNet-20 (He et al. 2016); (C, H, W).
 * ``resnet50``: ImageNet ResNet-50, torchvision v1.5 layout (He et al. 2016); (C, H, W).
+* ``lstm``: :class:`~escala.models.lstm.LSTMClassifier`, a stacked LSTM reading an image row by row
+  (one layer per ``hidden`` width); (C, H, W), (T, F) or (F,).
 
 Every model is an ``nn.Sequential`` with named children, so parallelism and pruning code can walk
 and cut them by name.
@@ -17,15 +19,17 @@ from torch import nn
 from escala.errors import UserError
 from escala.models._checks import check_dropout, check_hidden, check_image_shape, check_input_shape
 from escala.models.lenet5 import LeNet5
+from escala.models.lstm import LSTMClassifier
 from escala.models.mlp import MLP, lenet300
 from escala.models.resnet import ResNet, resnet20, resnet50
 
-MODELS: tuple[str, ...] = ("mlp", "lenet300", "lenet5", "resnet20", "resnet50")
+MODELS: tuple[str, ...] = ("mlp", "lenet300", "lenet5", "resnet20", "resnet50", "lstm")
 # Models built from convolutions; they need an image shape (C, H, W), not flat features.
 CONV_MODELS: frozenset[str] = frozenset({"lenet5", "resnet20", "resnet50"})
 
 __all__ = [
     "CONV_MODELS",
+    "LSTMClassifier",
     "MLP",
     "MODELS",
     "LeNet5",
@@ -48,7 +52,7 @@ def build_model(
 ) -> nn.Module:
     """Build model ``name`` for samples of ``input_shape`` (no batch dimension) and ``num_classes``.
 
-    ``hidden`` is used by ``mlp`` only; ``dropout`` by ``mlp`` and ``lenet300``. Both are checked
+    ``hidden`` is used by ``mlp`` and ``lstm`` (one LSTM layer per width); ``dropout`` by ``mlp`` and ``lenet300``. Both are checked
     for every model so a bad config value is reported even where it would be ignored.
 
     Raises:
@@ -72,6 +76,8 @@ def build_model(
         return LeNet5(shape, num_classes)
     if name == "resnet20":
         return resnet20(shape, num_classes)
+    if name == "lstm":
+        return LSTMClassifier(shape, num_classes, hidden=hidden)
     return resnet50(shape, num_classes)
 
 

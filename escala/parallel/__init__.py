@@ -10,7 +10,7 @@ from escala.parallel.data.hogwild import Hogwild
 from escala.parallel.data.localsgd import LocalSGD
 from escala.parallel.data.paramserver import ParamServer
 from escala.parallel.model.layout import layout_from_config
-from escala.parallel.model.strategies import MODEL_PARALLEL
+from escala.parallel.model.strategies import MODEL_PARALLEL, RECURRENT_PIPELINE
 from escala.parallel.strategy import Strategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -26,6 +26,8 @@ def strategy_class(config: TrainConfig) -> type[Strategy]:
     """The strategy ``config`` names; a split model (``--pipeline``/``--tensor``/``--spatial``) brings
     its own, whose replicas average gradients like ``allreduce``."""
     layout = layout_from_config(config)
+    if layout.kind == "pipeline" and config.model in RECURRENT_PIPELINE:  # pipelined over time steps
+        return RECURRENT_PIPELINE[config.model]
     if layout.kind is not None:
         return MODEL_PARALLEL[layout.kind]
     try:

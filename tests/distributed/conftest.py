@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -12,6 +14,25 @@ from escala.checkpoint import load_checkpoint
 def final_params(out) -> dict[str, torch.Tensor]:
     """The model a run left in its last checkpoint."""
     return load_checkpoint(f"{out}/checkpoints/last.pt")["model"]
+
+
+def _same_run(a_out, b_out, tol: float = 1e-5) -> None:
+    a, b = final_params(a_out), final_params(b_out)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=tol, atol=tol, msg=name)
+    ma = [json.loads(line) for line in open(f"{a_out}/metrics.jsonl")]
+    mb = [json.loads(line) for line in open(f"{b_out}/metrics.jsonl")]
+    for ra, rb in zip(ma, mb, strict=True):
+        assert ra["val_acc"] == pytest.approx(rb["val_acc"], abs=1e-9)
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=tol)
+
+
+@pytest.fixture
+def same_run():
+    """``check(a_out, b_out, tol=1e-5)``: two runs ended with the same weights (within ``tol``) and
+    the same per-epoch metrics (validation accuracy exactly, training loss within ``tol``)."""
+    return _same_run
 
 
 @pytest.fixture

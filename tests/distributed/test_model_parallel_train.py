@@ -7,7 +7,6 @@ data-parallel workers. Also: resume of a split run, the summary's layout and bub
 one-line errors for layouts that cannot run.
 """
 
-import json
 
 import pytest
 import torch
@@ -24,29 +23,15 @@ def _params(out):
     return load_checkpoint(f"{out}/checkpoints/last.pt")["model"]
 
 
-def _metrics(out):
-    return [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
-
-
-def _same_run(a_out, b_out, tol=1e-5):
-    a, b = _params(a_out), _params(b_out)
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=tol, atol=tol, msg=name)
-    for ra, rb in zip(_metrics(a_out), _metrics(b_out), strict=True):
-        assert ra["val_acc"] == pytest.approx(rb["val_acc"], abs=1e-9)
-        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
-
-
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
-def test_pipeline_trains_like_the_unsplit_model(quick, tmp_path, schedule):
+def test_pipeline_trains_like_the_unsplit_model(quick, tmp_path, schedule, same_run):
     # 2 epochs cross an evaluation (forward-only schedule) and the short last batch (filler padding).
     quick.update(hidden=(32, 16), max_steps=60)
     escala.train(**dict(quick, out=str(tmp_path / "one")))
     s = escala.train(
         **dict(quick, out=str(tmp_path / "pipe"), pipeline=2, microbatches=4, pipeline_schedule=schedule)
     )
-    _same_run(tmp_path / "one", tmp_path / "pipe")
+    same_run(tmp_path / "one", tmp_path / "pipe")
     assert s["processes"] == 2 and s["workers"] == 1 and s["strategy"] == "pipeline"
     assert s["layout"]["model_groups"] == [[0, 1]]
     pipe = s["pipeline"]
@@ -56,27 +41,27 @@ def test_pipeline_trains_like_the_unsplit_model(quick, tmp_path, schedule):
     assert sum(s["parameter_bytes_per_process"]) == 4 * s["params"]
 
 
-def test_tensor_parallel_trains_like_the_unsplit_model(quick, tmp_path):
+def test_tensor_parallel_trains_like_the_unsplit_model(quick, tmp_path, same_run):
     quick.update(hidden=(32, 16), max_steps=60)
     escala.train(**dict(quick, out=str(tmp_path / "one")))
     s = escala.train(**dict(quick, out=str(tmp_path / "tp"), tensor=2))
-    _same_run(tmp_path / "one", tmp_path / "tp")
+    same_run(tmp_path / "one", tmp_path / "tp")
     # The paired layers are split, the last (unpaired) one is replicated.
     assert max(s["parameter_bytes_per_process"]) < 4 * s["params"]
 
 
-def test_spatial_split_trains_like_the_unsplit_model(quick, tmp_path):
+def test_spatial_split_trains_like_the_unsplit_model(quick, tmp_path, same_run):
     quick.update(model="lenet5", batch_size=128, epochs=1, lr=0.05)  # 12 steps, one evaluation
     escala.train(**dict(quick, out=str(tmp_path / "one")))
     escala.train(**dict(quick, out=str(tmp_path / "sp"), spatial=2))
-    _same_run(tmp_path / "one", tmp_path / "sp", tol=1e-4)
+    same_run(tmp_path / "one", tmp_path / "sp", tol=1e-4)
 
 
-def test_pipeline_with_two_replicas_matches_two_data_parallel_workers(quick, tmp_path):
+def test_pipeline_with_two_replicas_matches_two_data_parallel_workers(quick, tmp_path, same_run):
     quick.update(hidden=(32, 16), max_steps=50, workers=2, batch_size=16)
     escala.train(**dict(quick, out=str(tmp_path / "dp")))
     s = escala.train(**dict(quick, out=str(tmp_path / "pp"), pipeline=2, microbatches=2))
-    _same_run(tmp_path / "dp", tmp_path / "pp")
+    same_run(tmp_path / "dp", tmp_path / "pp")
     assert s["processes"] == 4 and s["workers"] == 2 and s["global_batch"] == 32
     assert s["layout"]["model_groups"] == [[0, 1], [2, 3]]
 

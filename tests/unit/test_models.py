@@ -9,6 +9,7 @@ from torch import nn
 from escala.errors import UserError
 from escala.models import MODELS, build_model, count_parameters
 from escala.models.lenet5 import LeNet5
+from escala.models.lstm import LSTMClassifier, lstm_parameter_count, sequence_shape
 from escala.models.mlp import MLP, lenet300
 from escala.models.resnet import resnet20, resnet50
 
@@ -36,7 +37,7 @@ def test_forward_and_backward(name: str, shape: tuple[int, ...]) -> None:
 
 
 def test_models_tuple_is_the_public_list() -> None:
-    assert MODELS == ("mlp", "lenet300", "lenet5", "resnet20", "resnet50")
+    assert MODELS == ("mlp", "lenet300", "lenet5", "resnet20", "resnet50", "lstm")
 
 
 def test_resnet50_parameter_count_matches_torchvision() -> None:
@@ -169,7 +170,7 @@ def test_count_parameters_counts_shared_once() -> None:
 def test_unknown_model_message() -> None:
     with pytest.raises(UserError) as err:
         build_model("vgg", (1, 8, 8), 10)
-    assert str(err.value) == "model 'vgg' is unknown; choose one of mlp, lenet300, lenet5, resnet20, resnet50"
+    assert str(err.value) == "model 'vgg' is unknown; choose one of mlp, lenet300, lenet5, resnet20, resnet50, lstm"
 
 
 @pytest.mark.parametrize("name", ["lenet5", "resnet20", "resnet50"])
@@ -209,3 +210,39 @@ def test_errors_are_one_line() -> None:
         with pytest.raises(UserError) as err:
             build_model(kwargs["name"], kwargs["input_shape"], 2)
         assert "\n" not in str(err.value)
+
+
+def test_lstm_reads_rows_as_time_steps_and_counts_parameters() -> None:
+    model = build_model("lstm", MNIST, 10, hidden=(32, 16))
+    assert [n for n, _ in model.named_children()] == ["rows", "lstm1", "lstm2", "last", "fc"]
+    assert (model.steps, model.features) == (28, 28)
+    assert count_parameters(model) == lstm_parameter_count(28, (32, 16), 10)
+    # Row t of the image is time step t: changing only the last row changes the output, but the
+    # state after step T-1 alone is unaffected (compare the bottom layer's outputs up to step T-2).
+    x = torch.randn(2, *MNIST)
+    y = x.clone()
+    y[:, :, -1] += 1.0
+    seq_x, seq_y = model.rows(x), model.rows(y)
+    assert torch.equal(seq_x[:, :-1], seq_y[:, :-1]) and torch.equal(seq_x[:, 3], x[:, 0, 3])
+    assert torch.equal(model.lstm1(seq_x)[:, :-1], model.lstm1(seq_y)[:, :-1])
+    assert not torch.equal(model(x), model(y))
+
+
+def test_lstm_matches_torch_stacked_lstm() -> None:
+    model = LSTMClassifier((5, 3), 4, hidden=(6, 6))
+    ref = nn.LSTM(3, 6, num_layers=2, batch_first=True)
+    with torch.no_grad():
+        for k in range(2):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(ref, f"{name}_l{k}").copy_(getattr(getattr(model, f"lstm{k + 1}"), f"{name}_l0"))
+    x = torch.randn(7, 5, 3)
+    torch.testing.assert_close(model(x), model.fc(ref(x)[0][:, -1]))
+
+
+def test_lstm_sequence_shapes_and_errors() -> None:
+    assert sequence_shape((3, 8, 8)) == (8, 24) and sequence_shape((5, 3)) == (5, 3) and sequence_shape((9,)) == (9, 1)
+    assert build_model("lstm", (9,), 3, hidden=(4,))(torch.randn(2, 9)).shape == (2, 3)
+    with pytest.raises(UserError, match="at least one layer"):
+        build_model("lstm", DIGITS, 10, hidden=())
+    with pytest.raises(UserError, match="reads"):
+        build_model("lstm", (1, 2, 3, 4), 10)

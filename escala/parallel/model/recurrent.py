@@ -17,6 +17,8 @@ gradient of the input, sent down to the group below at once. Point-to-point mess
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -24,9 +26,11 @@ from torch import nn
 from escala.errors import UserError
 
 
-def _cell(lstm: nn.LSTM, k: int) -> nn.LSTMCell:
+def lstm_cell(lstm: nn.LSTM, k: int) -> nn.LSTMCell:
     """An LSTMCell that *shares* layer k's parameters with ``lstm`` (same gate layout i, f, g, o)."""
-    cell = nn.LSTMCell(lstm.input_size if k == 0 else lstm.hidden_size, lstm.hidden_size, bias=lstm.bias)
+    # Built on the meta device: no memory and no draw from the RNG for weights replaced at once.
+    size = lstm.input_size if k == 0 else lstm.hidden_size
+    cell = nn.LSTMCell(size, lstm.hidden_size, bias=lstm.bias, device="meta")
     for name in ("weight_ih", "weight_hh", *(("bias_ih", "bias_hh") if lstm.bias else ())):
         setattr(cell, name, getattr(lstm, f"{name}_l{k}"))
     return cell
@@ -40,24 +44,37 @@ class PipelinedLSTM:
     the last process calls ``backward(out.grad)`` and the others ``backward()``.
     """
 
-    def __init__(self, lstm: nn.LSTM, group: dist.ProcessGroup | None = None) -> None:
-        if not lstm.batch_first or lstm.bidirectional or lstm.proj_size:
-            raise UserError(
-                "pipelined LSTM needs nn.LSTM(batch_first=True) without bidirectional or proj_size"
-            )
+    def __init__(
+        self,
+        lstm: nn.LSTM | None = None,
+        group: dist.ProcessGroup | None = None,
+        *,
+        cells: list[nn.LSTMCell] | None = None,
+    ) -> None:
         self.group = group
         self.rank, self.parts = dist.get_rank(group), dist.get_world_size(group)
-        layers = lstm.num_layers
-        if layers < self.parts or layers % self.parts:
-            raise UserError(
-                f"an LSTM of {layers} layers cannot be split evenly over {self.parts} processes; "
-                "use a number of processes that divides the layer count"
-            )
-        per = layers // self.parts
-        self.cells = [_cell(lstm, k) for k in range(self.rank * per, (self.rank + 1) * per)]
+        if cells is None:
+            if lstm is None:
+                raise UserError("pipelined LSTM needs an nn.LSTM or this process's cells")
+            if not lstm.batch_first or lstm.bidirectional or lstm.proj_size:
+                raise UserError(
+                    "pipelined LSTM needs nn.LSTM(batch_first=True) without bidirectional or proj_size"
+                )
+            layers = lstm.num_layers
+            if layers < self.parts or layers % self.parts:
+                raise UserError(
+                    f"an LSTM of {layers} layers cannot be split evenly over {self.parts} processes; "
+                    "use a number of processes that divides the layer count"
+                )
+            per = layers // self.parts
+            cells = [lstm_cell(lstm, k) for k in range(self.rank * per, (self.rank + 1) * per)]
+        if not cells:
+            raise UserError(f"pipelined LSTM: process {self.rank} holds no layer")
+        self.cells = list(cells)
         self.first, self.last = self.rank == 0, self.rank == self.parts - 1
-        self.hidden, self.input_size = lstm.hidden_size, self.cells[0].input_size
+        self.hidden, self.input_size = self.cells[-1].hidden_size, self.cells[0].input_size
         self._steps: list = []
+        self.busy_s = 0.0  # seconds computing (cells forward, autograd backward) since reset_clock()
 
     def _peer(self, r: int) -> int:
         return dist.get_global_rank(self.group, r) if self.group is not None else r
@@ -66,22 +83,27 @@ class PipelinedLSTM:
         return [p for c in self.cells for p in c.parameters()]
 
     def forward(self, x: torch.Tensor | None = None, batch: int | None = None, steps: int | None = None):
-        """Run all time steps; non-first processes need ``batch`` and ``steps`` (or infer from x)."""
+        """Run all time steps; non-first processes need ``batch`` and ``steps`` (or infer from x).
+
+        Under ``torch.no_grad()`` (evaluation) nothing is kept for a backward pass."""
         if self.first:
             batch, steps = x.shape[0], x.shape[1]
         if batch is None or steps is None:
             raise UserError("pipelined LSTM: processes after the first need batch and steps")
-        hs = [torch.zeros(batch, self.hidden) for _ in self.cells]
-        cs = [torch.zeros(batch, self.hidden) for _ in self.cells]
+        keep = torch.is_grad_enabled()
+        w = self.cells[0].weight_ih
+        hs = [torch.zeros(batch, c.hidden_size, dtype=w.dtype, device=w.device) for c in self.cells]
+        cs = [torch.zeros_like(h) for h in hs]
         self._steps, sends, tops = [], [], []
         for t in range(steps):
             if self.first:
-                inp = x[:, t].detach().requires_grad_(x.requires_grad)
+                inp = x[:, t].detach().requires_grad_(x.requires_grad and keep)
             else:
-                inp = torch.empty(batch, self.input_size)
+                inp = torch.empty(batch, self.input_size, dtype=w.dtype, device=w.device)
                 dist.recv(inp, self._peer(self.rank - 1), group=self.group)
-                inp.requires_grad_(True)
-            prev = [(h.detach().requires_grad_(), c.detach().requires_grad_()) for h, c in zip(hs, cs)]
+                inp.requires_grad_(keep)
+            t0 = time.perf_counter()
+            prev = [(h.detach().requires_grad_(keep), c.detach().requires_grad_(keep)) for h, c in zip(hs, cs)]
             below = inp
             hs, cs = [], []
             for cell, state in zip(self.cells, prev):
@@ -89,7 +111,9 @@ class PipelinedLSTM:
                 hs.append(h)
                 cs.append(c)
                 below = h
-            self._steps.append((inp, prev, hs, cs))
+            self.busy_s += time.perf_counter() - t0
+            if keep:
+                self._steps.append((inp, prev, hs, cs))
             if self.last:
                 tops.append(below.detach())
             else:
@@ -98,7 +122,7 @@ class PipelinedLSTM:
         for work, _ in sends:
             work.wait()
         if self.last:
-            return torch.stack(tops, dim=1).requires_grad_(True)
+            return torch.stack(tops, dim=1).requires_grad_(keep)
         return None
 
     def backward(self, grad_output: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -107,20 +131,23 @@ class PipelinedLSTM:
         if not self._steps:
             raise RuntimeError("backward called before forward")
         batch = self._steps[0][0].shape[0]
-        carry_h = [torch.zeros(batch, self.hidden) for _ in self.cells]
-        carry_c = [torch.zeros(batch, self.hidden) for _ in self.cells]
+        w = self.cells[0].weight_ih
+        carry_h = [torch.zeros(batch, c.hidden_size, dtype=w.dtype, device=w.device) for c in self.cells]
+        carry_c = [torch.zeros_like(h) for h in carry_h]
         sends, in_grads = [], []
         for t in reversed(range(len(self._steps))):
             inp, prev, hs, cs = self._steps[t]
             if self.last:
                 g_top = grad_output[:, t]
             else:
-                g_top = torch.empty(batch, self.hidden)
+                g_top = torch.empty(batch, self.hidden, dtype=w.dtype, device=w.device)
                 dist.recv(g_top, self._peer(self.rank + 1), group=self.group)
+            t0 = time.perf_counter()
             grads_h = [*carry_h[:-1], carry_h[-1] + g_top]
             torch.autograd.backward([*hs, *cs], [*grads_h, *carry_c])
             carry_h = [h.grad if h.grad is not None else torch.zeros_like(h) for h, _ in prev]
             carry_c = [c.grad if c.grad is not None else torch.zeros_like(c) for _, c in prev]
+            self.busy_s += time.perf_counter() - t0
             if not self.first:
                 g_in = inp.grad.contiguous()
                 sends.append((dist.isend(g_in, self._peer(self.rank - 1), group=self.group), g_in))

@@ -103,7 +103,8 @@ def balance(costs: Sequence[float], stages: int) -> list[int]:
     return starts[::-1]
 
 
-def _resolve_cuts(names: list[str], cuts: Sequence[int | str], stages: int | None) -> list[int]:
+def resolve_cuts(names: list[str], cuts: Sequence[int | str], stages: int | None) -> list[int]:
+    """``[0, *cuts]`` as child indices of the layers ``names``, checked (range, order, count)."""
     idx = []
     for c in cuts:
         if isinstance(c, str) and not c.isdigit():
@@ -148,7 +149,7 @@ def partition(
     children = _children(model)
     names = [n for n, _ in children]
     if cuts is not None:
-        starts = _resolve_cuts(names, cuts, stages)
+        starts = resolve_cuts(names, cuts, stages)
     else:
         if stages is None:
             raise UserError("pipeline needs a number of stages or an explicit cut list")

@@ -48,6 +48,17 @@ def average_gradients(params: list[nn.Parameter], group: dist.ProcessGroup | Non
         offset += g.numel()
 
 
+def merge_stage_states(ctx: WorkerContext, model: nn.Module, parts: int) -> dict[str, Any]:
+    """The whole model's state dict from the stages of replica 0 (collective over all processes).
+
+    Stages keep the unsplit model's child names, so their state dicts merge into the whole one."""
+    states = ctx.all_gather_object(model.state_dict())
+    merged: dict[str, Any] = {}
+    for state in states[:parts]:  # replica 0's stages
+        merged.update(state)
+    return merged
+
+
 class ModelParallel(Strategy):
     """Base of the pipeline, tensor and spatial strategies."""
 

@@ -26,7 +26,7 @@ from escala.errors import UserError
 from escala.parallel.model.pipeline.engine import PipelineStageRunner
 from escala.parallel.model.pipeline.partition import balance, layer_time_costs, partition, stage_starts
 from escala.parallel.model.pipeline.schedule import theoretical_bubble
-from escala.parallel.model.strategies.base import ModelParallel
+from escala.parallel.model.strategies.base import ModelParallel, merge_stage_states
 from escala.runtime.context import WorkerContext
 
 IGNORE = -100  # cross_entropy's ignore_index: the label of a filler sample
@@ -121,12 +121,7 @@ class PipelineParallel(ModelParallel):
         return out[:n] if out is not None else None
 
     def full_state_dict(self, model: nn.Module) -> dict[str, Any]:
-        # Stages keep the unsplit model's child names, so their state dicts merge into the whole one.
-        parts = self.ctx.all_gather_object(model.state_dict())
-        merged: dict[str, Any] = {}
-        for state in parts[: self.layout.parts]:  # replica 0's stages
-            merged.update(state)
-        return merged
+        return merge_stage_states(self.ctx, model, self.layout.parts)
 
     def summary(self) -> dict[str, Any]:
         bubbles = self.ctx.all_gather_object(self.runner.bubble())[: self.layout.parts]
