@@ -116,6 +116,10 @@ def search(args) -> int:
         stop_opts["min_steps" if args.early_stop == "asha" else "grace_steps"] = args.min_epochs
     stopper = make_stopper(args.early_stop, direction, **stop_opts)
     gpus = [int(g) for g in args.gpus.replace(",", " ").split()] if args.gpus else []
+    if args.address and args.executor != "ray":
+        raise UserError(f"--address applies to --executor ray only (got --executor {args.executor})")
+    if gpus and args.executor == "ray":
+        raise UserError("--gpus applies to --executor local; Ray assigns GPUs itself (use --gpus-per-trial)")
     if args.executor == "ray":
         from escala.search.executors.ray import RayExecutor
 
