@@ -50,8 +50,13 @@ def choose_backend(backend: str, device: torch.device) -> str:
 
 
 def set_threads(threads: int, local_world: int) -> None:
-    """Share the cores among the local workers: oversubscribing them slows every worker down."""
-    n = threads or max(1, (os.cpu_count() or 1) // max(local_world, 1))
+    """Share the cores among the local workers: oversubscribing them slows every worker down.
+
+    The cores are the machine's, or ``ESCALA_CPUS`` when whoever started this process gave it a share
+    (a search executor does, for each trial: a run inside a trial must not take every core).
+    """
+    cores = int(os.environ.get("ESCALA_CPUS") or 0) or os.cpu_count() or 1
+    n = threads or max(1, cores // max(local_world, 1))
     torch.set_num_threads(n)
 
 

@@ -93,3 +93,22 @@ def test_a_trial_paused_only_at_rungs_reports_every_epoch_and_equals_an_uninterr
     )
     assert paused["val_acc"] == whole["val_acc"] and [a for _, a in asked] == plain
     assert paused["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-6)
+
+
+def threads_objective(config, reporter):
+    from escala.runtime.dist import set_threads
+
+    set_threads(0, 1)  # what escala.train does in a trial: 0 = "the cores this process may use"
+    import torch
+
+    return {"metric": 1.0, "threads": torch.get_num_threads()}
+
+
+@pytest.mark.timeout(60)
+def test_a_run_inside_a_trial_keeps_to_the_trials_cpus(tmp_path):
+    # escala.train inside a trial used to take every core of the machine whatever the trial's share:
+    # two parallel trials then oversubscribed the cores (a 6-trial grid took 18 s instead of 6)
+    executor = LocalExecutor(parallel=2, cpus_per_trial=1)
+    launch(threads_objective, {"i": [0, 1, 2]}, out=tmp_path / "s", executor=executor)
+    _, trials = read_study(tmp_path / "s")
+    assert [t.result["threads"] for t in trials.values()] == [1, 1, 1]

@@ -54,6 +54,7 @@ def _runner(conn, alive, resources: dict[str, Any]) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in resources["gpus"])
     if resources.get("cpus"):
         os.environ["OMP_NUM_THREADS"] = str(resources["cpus"])
+        os.environ["ESCALA_CPUS"] = str(resources["cpus"])  # escala.train inside a trial keeps to its share
         import torch
 
         torch.set_num_threads(int(resources["cpus"]))

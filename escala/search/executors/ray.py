@@ -62,6 +62,9 @@ def _trial_task(spec: TrialSpec, hub) -> tuple:
     if spec.resources.get("cpus"):
         import torch
 
+        os.environ["ESCALA_CPUS"] = str(
+            spec.resources["cpus"]
+        )  # escala.train inside keeps to the task's CPUs
         torch.set_num_threads(int(spec.resources["cpus"]))
     os.makedirs(spec.trial_dir, exist_ok=True)
     reporter = Reporter(spec.id, spec.trial_dir, spec.resources, ask, spec.may_stop, spec.stop_steps)
