@@ -75,6 +75,24 @@ def test_early_stopping_from_the_command_line(tmp_path):
     assert len(runs) == summary["trials_completed"] and all(any(r.iterdir()) for r in runs)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_trials_that_are_data_parallel_runs_themselves(tmp_path):
+    # each trial is an escala train run with 2 data-parallel workers; under ASHA it pauses at the
+    # rungs and resumes its 2-worker checkpoint, and the stopped trial is recorded as such
+    space = tmp_path / "space.toml"
+    space.write_text("epochs = 3\nworkers = 2\nhidden = [[16]]\nlr = [0.3, 0.0003]\n")
+    out = tmp_path / "dp"
+    args = ["search", "--space", str(space), "--searcher", "grid", "--early-stop", "asha", "--eta", "2"]
+    assert main([*args, "--cpus-per-trial", "2", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials_completed"] == 1 and summary["trials_stopped_early"] == 1
+    run = json.loads((out / "trials" / f"{summary['best_trial']:05d}" / "summary.json").read_text())
+    assert run["workers"] == 2 and run["epochs"] == 3 and run["val_acc"] == summary["best_value"]
+    epochs = [json.loads(x)["epoch"] for x in (out / "trials/00000/metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]  # one record per epoch across the resumed segments
+
+
 @pytest.mark.parametrize(
     "space, args, words",
     [
@@ -87,6 +105,8 @@ def test_early_stopping_from_the_command_line(tmp_path):
         ("lr = [0.1]", ["--min-epochs", "2"], "--min-epochs applies to"),
         ("lr = [0.1]", ["--early-stop", "asha", "--eta", "1"], "need eta > 1"),
         ("lr = [0.1]", ["--time-budget", "0"], "--time-budget must be > 0"),
+        ("lr = [0.1]", ["--address", "127.0.0.1:6379"], "--address applies to --executor ray only"),
+        ("lr = [0.1]", ["--executor", "ray", "--gpus", "0"], "--gpus applies to --executor local"),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, space, args, words):

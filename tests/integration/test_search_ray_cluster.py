@@ -125,14 +125,3 @@ def test_search_connects_to_a_running_ray_cluster_by_address(tmp_path, ray_head)
     assert jobs.returncode == 0, jobs.stderr[-1500:]
     table = json.loads(jobs.stdout.strip().splitlines()[-1])
     assert [dead for entry, dead in table if "escala.cli.main search" in entry] == [True], table
-
-
-def test_address_without_the_ray_executor_is_refused(tmp_path, capsys):
-    from escala.cli.main import main
-
-    space = tmp_path / "space.toml"
-    space.write_text(SPACE)
-    with pytest.raises(SystemExit) as exit_:
-        main(["search", "--space", str(space), "--address", "127.0.0.1:1", "--out", str(tmp_path / "s")])
-    assert exit_.value.code == 2
-    assert "--address applies to --executor ray" in capsys.readouterr().err
