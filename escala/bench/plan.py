@@ -18,7 +18,6 @@ Prediction-only parts take seconds; quick mode trains fewer samples.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +34,7 @@ SPEC = {
     "shape": (1, 28, 28),
     "hidden": (512, 256),
     "batch": 64,
-    "epochs": 2,
+    "pipe_steps": 48,
     "repeats": 3,
     "h": 4,
 }
@@ -44,113 +43,105 @@ QUICK = {
     "shape": (1, 28, 28),
     "hidden": (512, 256),
     "batch": 64,
-    "epochs": 1,
+    "pipe_steps": 16,
     "repeats": 1,
     "h": 4,
 }
 PUBLISHED_GOYAL = 0.90
 
 
-def measured_step(strategy: str, workers: int, spec: dict) -> float:
-    """Seconds per step of an escala run (training steps only, as the trainer times them)."""
-    from escala.config import build_config
-    from escala.train import run_training
-
-    with tempfile.TemporaryDirectory() as out:
-        fields = {
-            "dataset": "synthetic",
-            "synthetic_samples": spec["samples"],
-            "synthetic_shape": spec["shape"],
-            "model": "mlp",
-            "hidden": spec["hidden"],
-            "batch_size": spec["batch"],
-            "epochs": spec["epochs"],
-            "lr": 0.01,
-            "momentum": 0.9,
-            "workers": workers,
-            "strategy": strategy,
-            "threads": 1,
-            "out": out,
-            "progress": "none",
-            "tensorboard": False,
-            "checkpoint_every": spec["epochs"],
-        }
-        if strategy == "localsgd":
-            fields["average_every"] = spec["h"]
-        summary = run_training(build_config(None, fields))
-    return spec["batch"] * workers / summary["samples_per_s"]
+CASES = (  # (planner strategy, devices, which workload)
+    ("allreduce", 1, "mlp"),
+    ("allreduce", 2, "mlp"),
+    ("allreduce+qsgd", 2, "mlp"),
+    ("allreduce+topk", 2, "mlp"),
+    ("localsgd", 2, "mlp"),
+    ("backup", 2, "mlp"),
+    ("paramserver", 1, "mlp"),
+    ("pipeline", 2, "pipe"),
+    ("tensor", 2, "pipe"),
+)
+PIPE = {"shape": (256,), "hidden": (1024,) * 4, "batch": 256, "micro": 4}
 
 
-PIPE = {"features": 256, "hidden": (1024,) * 4, "batch": 256, "steps": 6, "micro": 4, "stages": 2}
-
-
-def measured_pipeline_step(spec: dict) -> float:
-    """Seconds per step of escala's pipeline engine, 2 stages, 1F1B (the worker of ``escala bench pipeline``)."""
-    import json
-
-    from escala.bench.pipeline import _stage_worker
-    from escala.runtime import spawn_workers
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "pipe.json"
-        spawn_workers(
-            _stage_worker,
-            spec["stages"],
-            (spec, "1f1b", spec["micro"], str(out)),
-            options={"timeout_s": 120, "threads": 1},
-        )
-        return spec["batch"] / json.loads(out.read_text())["samples_per_s"]
+def _workload(kind: str, spec: dict) -> dict:
+    if kind == "pipe":
+        return {**PIPE, "samples": PIPE["batch"] * spec["pipe_steps"]}
+    return {
+        "shape": spec["shape"],
+        "hidden": spec["hidden"],
+        "batch": spec["batch"],
+        "samples": spec["samples"],
+    }
 
 
 def validate_here(spec: dict) -> tuple[list[list], str]:
-    """Predicted and measured step times, alternating; calibration is redone before every repeat."""
-    from escala.plan import calibrate
+    """Predicted and measured step times, alternating; calibration is redone before every repeat.
 
-    profile = profile_model("mlp", input_shape=spec["shape"], num_classes=10, hidden=spec["hidden"])
-    pipe_profile = profile_model(
-        "mlp", input_shape=(PIPE["features"],), num_classes=10, hidden=PIPE["hidden"]
-    )
-    cases = (
-        ("allreduce", "allreduce", 1),
-        ("allreduce", "allreduce", 2),
-        ("localsgd", "localsgd", 2),
-        ("pipeline", "pipeline", 2),
-    )
-    runs: dict[int, list[tuple]] = {i: [] for i in range(len(cases))}
+    The prediction of a row uses the calibration only: the model's own step timed alone and with both
+    cores busy, gloo all-reduce and ping-pong, memory bandwidth, codec speed and the step of an *empty*
+    model under the row's strategy (:func:`escala.plan.planner.measured_overhead`); never a training
+    run of the model it predicts.
+    """
+    from escala.plan import calibrate
+    from escala.plan.validate import measured_step, train_fields
+
+    profiles = {
+        kind: profile_model("mlp", input_shape=w["shape"], num_classes=10, hidden=w["hidden"])
+        for kind, w in (("mlp", _workload("mlp", spec)), ("pipe", _workload("pipe", spec)))
+    }
+    runs: dict[int, list[tuple]] = {i: [] for i in range(len(CASES))}
     cluster = None
     for _ in range(spec["repeats"]):
         calibrate._CACHE.clear()
         cluster = load_cluster(EXAMPLES / "this-machine.toml")
-        for i, (strategy, plan_name, workers) in enumerate(cases):
-            if strategy == "pipeline":
-                setting = Setting(cluster, pipe_profile, PIPE["batch"], microbatches=PIPE["micro"])
-                measure = lambda: measured_pipeline_step(PIPE)  # noqa: E731
-            else:
-                setting = Setting(cluster, profile, spec["batch"], localsgd_h=spec["h"])
-                measure = lambda s=strategy, w=workers: measured_step(s, w, spec)  # noqa: E731
-            row, _ = predict(setting, plan_name, workers)
-            runs[i].append((row, measure()))
+        for i, (strategy, devices, kind) in enumerate(CASES):
+            w = _workload(kind, spec)
+            setting = Setting(
+                cluster,
+                profiles[kind],
+                w["batch"],
+                localsgd_h=spec["h"],
+                microbatches=PIPE["micro"],
+                backups=0,
+            )
+            row, why = predict(setting, strategy, devices)
+            if row is None:
+                raise RuntimeError(f"bench plan: {strategy} on {devices}: {why}")
+            fields = train_fields(strategy, devices, h=spec["h"], microbatches=PIPE["micro"])
+            measured = measured_step(
+                fields,
+                shape=w["shape"],
+                hidden=w["hidden"],
+                batch=w["batch"],
+                samples=w["samples"] * fields["workers"],
+            )
+            runs[i].append((row, measured))
     rows = []
-    for i, (_, _, workers) in enumerate(cases):
+    for i, (_, devices, _) in enumerate(CASES):
         ratios = [m / r.step for r, m in runs[i]]
         mid = sorted(range(len(ratios)), key=lambda j: ratios[j])[len(ratios) // 2]
         row, measured = runs[i][mid]
+        processes = devices + 1 if row.strategy == "paramserver" else devices
         rows.append(
             [
                 row.strategy,
-                workers,
+                processes,
                 row.compute * 1e3,
                 (row.comm + row.wait) * 1e3,
                 row.bubble * 1e3,
+                row.overhead * 1e3,
                 row.step * 1e3,
                 measured * 1e3,
                 ratios[mid],
+                "yes" if 0.8 <= ratios[mid] <= 1.2 else "no",
             ]
         )
     cal = cluster.calibration
     note = (
         f"last calibration: matmul {cal['matmul_flops'] / 1e9:.1f} GFLOP/s per thread, gloo all-reduce latency "
-        f"{cal['allreduce_latency'] * 1e6:.0f} us, bandwidth {cal['allreduce_bandwidth'] / 1e9:.2f} GB/s"
+        f"{cal['allreduce_latency'] * 1e6:.0f} us, bandwidth {cal['allreduce_bandwidth'] / 1e9:.2f} GB/s, "
+        f"ping-pong latency {cal['p2p_latency'] * 1e6:.0f} us, bandwidth {cal['p2p_bandwidth'] / 1e9:.2f} GB/s"
     )
     return rows, note
 

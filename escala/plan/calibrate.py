@@ -1,14 +1,20 @@
-"""Calibrate the cost model on the machine at hand: compute rate, memory bandwidth, gloo all-reduce.
+"""Calibrate the cost model on the machine at hand: compute rate, memory bandwidth, gloo messages.
 
 * ``matmul_flops``: ``2 n^3 / t`` of a square float32 matmul, the peak a dense layer can reach here;
 * ``memory_bandwidth``: bytes read + written per second by a large tensor copy;
-* ``model_step_seconds``: the model's own forward + backward + SGD step at a batch size, median of a
-  few timed steps (what ``compute = "measure"`` uses instead of FLOPs / peak);
+* ``model_step_seconds``: the model's own forward + backward + SGD step at a batch size, the *mean* of
+  timed steps (what ``compute = "measure"`` uses instead of FLOPs / peak); with ``busy`` processes at
+  once, the mean over steps of the slowest process's step (a synchronous step waits for it);
 * ``gloo_allreduce``: two local processes joined through a FileStore (no port to race for) all-reduce
-  float32 tensors of several sizes; a least-squares line ``t(n) = c0 + c1 n`` through the medians
+  float32 tensors of several sizes; a least-squares line ``t(n) = c0 + c1 n`` through the mean times
   gives, for the 2-process ring ``t = 2 a + 2 (p-1)/p n b = 2a + n b``, the latency ``a = c0 / 2``
-  and the bandwidth ``1 / b = 1 / c1``. The processes have a timeout and are killed past it.
+  and the bandwidth ``1 / b = 1 / c1``; a ping-pong of the same sizes gives the one-way message line
+  ``t = a' + n b'`` (``p2p_latency``, ``p2p_bandwidth``). The processes have a timeout and are killed
+  past it;
+* ``empty_step_seconds``: ``escala train`` of an empty model under a strategy (its fixed cost per step).
 
+Means, not medians, wherever a run pays every call: throughput is samples over *total* time, and on a
+shared machine the occasional stalled call (a process descheduled while its peer waits) is part of it.
 Numbers are cached per process. They are only as quiet as the machine: on a shared machine they move
 from run to run.
 """
@@ -19,6 +25,7 @@ import os
 import statistics
 import tempfile
 import time
+from array import array
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -56,11 +63,13 @@ def threads(n: int):
         torch.set_num_threads(before)
 
 
-def _median_time(fn, repeats: int, warmup: int = 1, min_seconds: float = 0.5) -> float:
-    """Median seconds of ``fn`` over at least ``repeats`` calls and ``min_seconds`` of timing.
+def _time_calls(fn, repeats: int, warmup: int = 1, min_seconds: float = 0.5, stat: str = "median") -> float:
+    """Seconds per call of ``fn`` over at least ``repeats`` calls and ``min_seconds`` of timing.
 
     Timing for a fixed minimum duration, not a fixed count, keeps a momentary load spike on a shared
-    machine from deciding a fast function's calibration.
+    machine from deciding a fast function's calibration. ``stat = "median"`` gives a rate the hardware
+    reaches (matmul, copy); ``"mean"`` what a run of many calls pays on average, stalls included
+    (throughput is samples over *total* time: a model step, a collective).
     """
     for _ in range(warmup):
         fn()
@@ -70,7 +79,7 @@ def _median_time(fn, repeats: int, warmup: int = 1, min_seconds: float = 0.5) ->
         t0 = time.perf_counter()
         fn()
         runs.append(time.perf_counter() - t0)
-    return statistics.median(runs)
+    return statistics.mean(runs) if stat == "mean" else statistics.median(runs)
 
 
 def matmul_flops(n_threads: int = 1, n: int = 512, repeats: int = 5) -> float:
@@ -78,7 +87,7 @@ def matmul_flops(n_threads: int = 1, n: int = 512, repeats: int = 5) -> float:
     if key not in _CACHE:
         a, b = torch.randn(n, n), torch.randn(n, n)
         with threads(n_threads):
-            t = _median_time(lambda: torch.mm(a, b), repeats)
+            t = _time_calls(lambda: torch.mm(a, b), repeats)
         _CACHE[key] = 2 * n**3 / t
     return _CACHE[key]
 
@@ -88,7 +97,7 @@ def memory_bandwidth(n_threads: int = 1, numel: int = 2**23, repeats: int = 5) -
     if key not in _CACHE:
         src, dst = torch.randn(numel), torch.empty(numel)
         with threads(n_threads):
-            t = _median_time(lambda: dst.copy_(src), repeats)
+            t = _time_calls(lambda: dst.copy_(src), repeats)
         _CACHE[key] = 2 * 4 * numel / t
     return _CACHE[key]
 
@@ -126,43 +135,53 @@ def _profile_args(profile) -> tuple:
     )
 
 
-def _busy_worker(args, batch, n_threads, repeats, barrier, out) -> None:
+def _busy_worker(args, batch, n_threads, seconds, barrier, out) -> None:
     torch.set_num_threads(n_threads)
-    step = _step_loop(*args, batch, repeats)
+    step = _step_loop(*args, batch, 1)
+    step()
     step()
     barrier.wait(60)  # time all processes over the same window
-    out.put(_median_time(step, repeats, warmup=1))
+    times: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds and len(times) < 1500:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    # Packed (12 KB at most): the parent reads the queue only after the processes end, and a pipe
+    # holds 64 KB, so a bigger message would block its writer forever.
+    out.put(array("d", times).tobytes())
 
 
 def model_step_seconds(
     profile, batch: int, n_threads: int = 1, repeats: int = 5, fraction: float = 1.0, busy: int = 1
 ) -> float:
-    """Median seconds of one training step of ``profile``'s model at ``batch`` (real tensors, CPU).
+    """Mean seconds of one training step of ``profile``'s model at ``batch`` (real tensors, CPU).
 
     ``busy`` > 1 times the step in that many processes at once (a device whose neighbours on the node
-    are also computing: they share cores, caches and memory bandwidth) and returns the slowest median,
-    since a synchronous step waits for the slowest device.
+    are also computing: they share cores, caches and memory bandwidth). A synchronous step waits for
+    the slowest device *of that step*, so the ``i``-th steps of the processes are paired and the
+    result is ``mean_i max_r t_{r,i}``: the straggler wait a shared machine causes is in it.
     """
     key = ("step", _profile_args(profile), int(batch), n_threads, busy)
     if key not in _CACHE:
         if busy <= 1:
             step = _step_loop(*_profile_args(profile), batch, repeats)
             with threads(n_threads):
-                _CACHE[key] = _median_time(step, repeats, warmup=2)
+                _CACHE[key] = _time_calls(step, repeats, warmup=2, stat="mean")
         else:
-            _CACHE[key] = _concurrent(profile, batch, n_threads, max(repeats, 10), busy)
+            _CACHE[key] = _concurrent(profile, batch, n_threads, busy)
     return _CACHE[key] * fraction
 
 
 def _concurrent(
-    profile, batch: int, n_threads: int, repeats: int, processes: int, timeout_s: float = 120.0
+    profile, batch: int, n_threads: int, processes: int, seconds: float = 1.0, timeout_s: float = 120.0
 ) -> float:
     ctx = mp.get_context("spawn")
     out, barrier = ctx.SimpleQueue(), ctx.Barrier(processes)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     procs = [
         ctx.Process(
-            target=_busy_worker, args=(_profile_args(profile), int(batch), n_threads, repeats, barrier, out)
+            target=_busy_worker, args=(_profile_args(profile), int(batch), n_threads, seconds, barrier, out)
         )
         for _ in range(processes)
     ]
@@ -174,7 +193,34 @@ def _concurrent(
         raise UserError(
             f"calibration: timing the model in {processes} processes did not finish within {timeout_s:.0f}s"
         )
-    return max(results)
+    results = [array("d", r) for r in results]
+    steps = min(len(r) for r in results)
+    return statistics.mean(max(r[i] for r in results) for i in range(steps))
+
+
+def empty_step_seconds(strategy: str, devices: int, batch: int, steps: int = 300, **kw) -> float:
+    """Seconds per step of ``escala train`` running ``strategy`` on ``devices`` processes with an empty
+    model (:data:`escala.plan.validate.EMPTY`): the fixed cost of a step of that strategy here.
+
+    What it buys is the part of a step no FLOP or byte count sees: escala's loop (fetching the batch,
+    the scheduler, hooks, metrics), DDP's bookkeeping, message headers and the wake-up of a process
+    that blocked waiting for a peer. The planner subtracts what it predicts for the same empty model
+    and keeps the rest as ``overhead`` (:meth:`escala.plan.step.Setting.overhead`).
+    """
+    from escala.plan.validate import EMPTY, measured_step, train_fields
+
+    key = ("empty", strategy, devices, batch, steps, tuple(sorted(kw.items())))
+    if key not in _CACHE:
+        fields = train_fields(strategy, devices, **kw)
+        replicas = fields["workers"]
+        _CACHE[key] = measured_step(
+            fields,
+            shape=EMPTY["shape"],
+            hidden=EMPTY["hidden"],
+            batch=batch,
+            samples=batch * replicas * steps,
+        )
+    return _CACHE[key]
 
 
 def codec_seconds(name: str, numel: int, n_threads: int = 1) -> float:
@@ -189,7 +235,7 @@ def codec_seconds(name: str, numel: int, n_threads: int = 1) -> float:
         size = min(numel, 2**20)
         g = torch.randn(size)
         with threads(n_threads):
-            t = _median_time(lambda: codec.decode(codec.encode(g), size), 3)
+            t = _time_calls(lambda: codec.decode(codec.encode(g), size), 3, stat="mean")
         _CACHE[key] = t * numel / size
     return _CACHE[key]
 
@@ -205,15 +251,64 @@ def _allreduce_worker(
         "gloo", store=store, rank=rank, world_size=2, timeout=timedelta(seconds=timeout_s)
     )
     try:
-        times = []
+        times, p2p = [], []
         for numel in sizes:
             t = torch.ones(numel)
-            times.append(_median_time(lambda t=t: dist.all_reduce(t), repeats, warmup=2))
+            times.append(_agreed_mean(lambda t=t: dist.all_reduce(t), repeats))
+            p2p.append(_agreed_mean(lambda t=t: _ping_pong(t, rank), repeats) / 2)
         if rank == 0:
-            out.put(times)
+            out.put((times, p2p))
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _ping_pong(t: torch.Tensor, rank: int) -> None:
+    """Rank 0 sends ``t`` to rank 1, which sends it back: two one-way messages."""
+    import torch.distributed as dist
+
+    if rank == 0:
+        dist.send(t, 1)
+        dist.recv(t, 1)
+    else:
+        dist.recv(t, 0)
+        dist.send(t, 0)
+
+
+def _agreed_mean(fn, repeats: int, min_seconds: float = 0.3) -> float:
+    """Mean seconds of a collective ``fn`` over a number of calls every process agrees on.
+
+    Each process times at least ``repeats`` calls and ``min_seconds``, but a collective must be called
+    equally often everywhere, so the count is the largest any process asks for (one all-reduce).
+    """
+    import torch.distributed as dist
+
+    for _ in range(2):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-6)
+    count = torch.tensor([max(repeats, min(500, int(min_seconds / one) + 1))])
+    dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    runs = []
+    for _ in range(int(count)):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.mean(runs)
+
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(intercept, slope) of ``y = c0 + c1 x`` by least squares on the relative error (weights 1/y^2)."""
+    w = [1.0 / (y * y) for y in ys]
+    sw = sum(w)
+    sx = sum(wi * x for wi, x in zip(w, xs))
+    sy = sum(wi * y for wi, y in zip(w, ys))
+    sxx = sum(wi * x * x for wi, x in zip(w, xs))
+    sxy = sum(wi * x * y for wi, x, y in zip(w, xs, ys))
+    det = sw * sxx - sx * sx
+    slope = (sw * sxy - sx * sy) / det if det else 0.0
+    return max((sy - slope * sx) / sw, 0.0), max(slope, 1e-15)
 
 
 def fit_alpha_beta(sizes_bytes: list[float], times: list[float], p: int = 2) -> tuple[float, float]:
@@ -222,18 +317,9 @@ def fit_alpha_beta(sizes_bytes: list[float], times: list[float], p: int = 2) -> 
     The line ``t = c0 + c1 n`` is fitted by least squares on the *relative* error (weights 1/t^2), so
     the small messages, which fix the latency, count as much as the large ones, which fix the bandwidth.
     """
-    w = [1.0 / (t * t) for t in times]
-    sw = sum(w)
-    sx = sum(wi * x for wi, x in zip(w, sizes_bytes))
-    sy = sum(wi * y for wi, y in zip(w, times))
-    sxx = sum(wi * x * x for wi, x in zip(w, sizes_bytes))
-    sxy = sum(wi * x * y for wi, x, y in zip(w, sizes_bytes, times))
-    det = sw * sxx - sx * sx
-    slope = (sw * sxy - sx * sy) / det if det else 0.0
-    intercept = (sy - slope * sx) / sw
-    slope = max(slope, 1e-15)
+    intercept, slope = fit_line(sizes_bytes, times)
     beta = slope / (2 * (p - 1) / p)
-    return max(intercept, 0.0) / (2 * (p - 1)), 1.0 / beta
+    return intercept / (2 * (p - 1)), 1.0 / beta
 
 
 def gloo_allreduce(sizes: tuple[int, ...] = SIZES, repeats: int = 7, timeout_s: float = 60.0) -> dict:
@@ -253,12 +339,17 @@ def gloo_allreduce(sizes: tuple[int, ...] = SIZES, repeats: int = 7, timeout_s: 
     alive = _run_until(procs, timeout_s)
     if alive or any(p.exitcode != 0 for p in procs) or out.empty():
         raise UserError(f"calibration: the 2-process gloo all-reduce did not finish within {timeout_s:.0f}s")
-    times = out.get()
-    latency, bandwidth = fit_alpha_beta([4.0 * s for s in sizes], times)
+    times, one_way = out.get()
+    nbytes = [4.0 * s for s in sizes]
+    latency, bandwidth = fit_alpha_beta(nbytes, times)
+    p2p_latency, p2p_slope = fit_line(nbytes, one_way)
     _CACHE[key] = {
         "allreduce_latency": latency,
         "allreduce_bandwidth": bandwidth,
-        "allreduce_points": [[4 * s, t] for s, t in zip(sizes, times)],
+        "allreduce_points": [[b, t] for b, t in zip(nbytes, times)],
+        "p2p_latency": p2p_latency,
+        "p2p_bandwidth": 1.0 / p2p_slope,
+        "p2p_points": [[b, t] for b, t in zip(nbytes, one_way)],
     }
     return _CACHE[key]
 

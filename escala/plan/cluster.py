@@ -15,10 +15,14 @@ holds, and for each link the two numbers of the alpha-beta (Hockney) model: a la
     compute = { fp32 = "15.7TFLOPS", fp16 = "125TFLOPS" }   # or compute = "measure"
     efficiency = 0.4                # fraction of peak a training step reaches (model FLOP utilisation)
     memory_bandwidth = "900GB/s"    # prices the encode/decode passes of gradient compression
+    step_overhead = "0us"           # fixed cost of a step (framework, launches), or "measure" (with
+                                    # compute = "measure": an empty model's step, per strategy)
 
     [intra]                         # between two devices of one node
     bandwidth = "130GB/s"           # or "measure" (gloo all-reduce between local processes)
     latency = "5us"
+    p2p_bandwidth = "measure"       # a lone message (default: as above); "measure": gloo ping-pong
+    p2p_latency = "measure"
 
     [inter]                         # the network card of each node
     bandwidth = "10Gbit/s"
@@ -70,9 +74,9 @@ _TOP = {
     "stragglers",
 }
 _SECTIONS = {
-    "device": {"name", "memory", "compute", "efficiency", "memory_bandwidth", "threads"},
-    "intra": {"bandwidth", "latency"},
-    "inter": {"bandwidth", "latency"},
+    "device": {"name", "memory", "compute", "efficiency", "memory_bandwidth", "threads", "step_overhead"},
+    "intra": {"bandwidth", "latency", "p2p_bandwidth", "p2p_latency"},
+    "inter": {"bandwidth", "latency", "p2p_bandwidth", "p2p_latency"},
     "paramserver": {"placement", "servers", "bandwidth", "latency"},
     "collectives": {"allreduce", "bucket", "overlap"},
     "stragglers": {"mean_delay"},
@@ -81,13 +85,34 @@ _SECTIONS = {
 
 @dataclass(frozen=True)
 class Link:
-    """Alpha-beta link: ``time(n) = latency + n / bandwidth`` seconds for an n-byte message."""
+    """Alpha-beta link: ``time(n) = latency + n / bandwidth`` seconds for an n-byte message.
+
+    ``bandwidth``/``latency`` are those a collective sees per step of its algorithm (fitted on an
+    all-reduce when measured); a lone point-to-point message (a parameter-server push, a pipeline send)
+    may see others, ``p2p_bandwidth``/``p2p_latency`` (default: the same).
+    """
 
     bandwidth: float  # bytes / s
     latency: float  # s
+    p2p_bandwidth: float | None = None
+    p2p_latency: float | None = None
 
     def time(self, nbytes: float) -> float:
         return self.latency + nbytes / self.bandwidth
+
+    def message(self, nbytes: float) -> float:
+        """Seconds of one point-to-point message of ``nbytes``."""
+        bw = self.p2p_bandwidth or self.bandwidth
+        lat = self.latency if self.p2p_latency is None else self.p2p_latency
+        return lat + nbytes / bw
+
+    def scaled(self, factor: float) -> Link:
+        """The same link with ``factor`` times the bandwidth."""
+        return replace(
+            self,
+            bandwidth=self.bandwidth * factor,
+            p2p_bandwidth=self.p2p_bandwidth and self.p2p_bandwidth * factor,
+        )
 
 
 @dataclass(frozen=True)
@@ -99,6 +124,8 @@ class Device:
     memory_bandwidth: float = 500e9
     measured: bool = False  # compute = "measure": time the model itself on this machine
     threads: int = 1  # torch threads per device when measured (default: cores / devices_per_node)
+    step_overhead: float = 0.0  # s per step of the training loop besides compute (fetch, hooks, metrics)
+    overhead_measured: bool = False  # step_overhead = "measure": an empty step of each strategy, timed here
 
     def flops(self, precision: str) -> float:
         """Sustained FLOP/s of a training step at ``precision`` (peak x efficiency)."""
@@ -138,7 +165,7 @@ class Cluster:
 
     def with_bandwidth(self, factor: float) -> Cluster:
         """The same cluster with every link ``factor`` times faster (for what-if tables and tests)."""
-        scale = lambda link: link and Link(link.bandwidth * factor, link.latency)  # noqa: E731
+        scale = lambda link: link and link.scaled(factor)  # noqa: E731
         return replace(self, intra=scale(self.intra), inter=scale(self.inter), ps_link=scale(self.ps_link))
 
 
@@ -164,17 +191,34 @@ def _int(raw: dict, key: str, field_name: str, default: int | None = None, low: 
 
 
 def _link(sec: dict, name: str, measure: Callable[[], dict] | None) -> Link:
-    out = {}
-    for key, parse in (("bandwidth", parse_bandwidth), ("latency", parse_seconds)):
+    """``[intra]``/``[inter]``: a collective's bandwidth and latency, and optionally a lone message's.
+
+    ``"measure"`` takes ``bandwidth``/``latency`` from the gloo all-reduce calibration and
+    ``p2p_bandwidth``/``p2p_latency`` from the gloo ping-pong one.
+    """
+    out: dict[str, float | None] = {}
+    for key, parse in (
+        ("bandwidth", parse_bandwidth),
+        ("latency", parse_seconds),
+        ("p2p_bandwidth", parse_bandwidth),
+        ("p2p_latency", parse_seconds),
+    ):
         if key not in sec:
+            if key.startswith("p2p"):
+                out[key] = None
+                continue
             raise UserError(f'{name}.{key} is missing; e.g. bandwidth = "10Gbit/s", latency = "30us"')
         if sec[key] == "measure":
             if measure is None:
                 raise UserError(f'{name}.{key} = "measure" needs a calibration run (none available here)')
-            out[key] = measure()[f"allreduce_{key}"]
+            calibrated = measure()
+            source = key if key.startswith("p2p") else f"allreduce_{key}"
+            if source not in calibrated:
+                raise UserError(f'{name}.{key} = "measure": the calibration gave no {source}')
+            out[key] = calibrated[source]
         else:
             out[key] = parse(sec[key], f"{name}.{key}")
-    return Link(out["bandwidth"], out["latency"])
+    return Link(out["bandwidth"], out["latency"], out["p2p_bandwidth"], out["p2p_latency"])
 
 
 def parse_cluster(raw: dict, source: str = "", measure: Callable[[int], dict] | None = None) -> Cluster:
@@ -226,8 +270,23 @@ def parse_cluster(raw: dict, source: str = "", measure: Callable[[int], dict] | 
     mem_bw = parse_bandwidth(dev.get("memory_bandwidth", 500e9), "device.memory_bandwidth")
     if measured and "memory_bandwidth" not in dev:
         mem_bw = run_measure().get("memory_bandwidth", mem_bw)
+    overhead = dev.get("step_overhead", 0.0)
+    overhead_measured = overhead == "measure"
+    if overhead_measured and not measured:
+        raise UserError('device.step_overhead = "measure" needs device.compute = "measure" (this machine)')
+    overhead = 0.0 if overhead_measured else parse_seconds(overhead, "device.step_overhead")
+    if overhead < 0:
+        raise UserError(f"device.step_overhead = {dev['step_overhead']!r}: must be >= 0")
     device = Device(
-        str(dev.get("name", "device")), memory, peak, float(efficiency), mem_bw, measured, threads
+        str(dev.get("name", "device")),
+        memory,
+        peak,
+        float(efficiency),
+        mem_bw,
+        measured,
+        threads,
+        overhead,
+        overhead_measured,
     )
     intra = _link(_section(raw, "intra"), "intra", run_measure if measure else None)
     if nodes > 1 or "inter" in raw:

@@ -59,7 +59,7 @@ def ring_allgather(total_bytes: float, p: int, link: Link) -> float:
 
 
 def p2p(nbytes: float, link: Link) -> float:
-    return link.time(nbytes) if nbytes > 0 else 0.0
+    return link.message(nbytes) if nbytes > 0 else 0.0
 
 
 def placement(members: int, cluster: Cluster, stride: int = 1) -> tuple[int, int]:

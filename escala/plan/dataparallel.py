@@ -117,7 +117,8 @@ def localsgd_cost(s: Setting, devices: int) -> StepCost:
 
 
 def backup_count(s: Setting, devices: int) -> int:
-    return max(1, math.floor(s.backups * devices))
+    """Backups among ``devices`` workers: ``backups`` of them, at least one (none when ``backups`` is 0)."""
+    return max(1, math.floor(s.backups * devices)) if s.backups > 0 else 0
 
 
 def backup_cost(s: Setting, devices: int) -> StepCost | None:
@@ -130,7 +131,8 @@ def backup_cost(s: Setting, devices: int) -> StepCost | None:
         return None
     b = s.replica_batch(keep)
     compute = s.compute(b, devices=devices)
-    comm, detail_ps = server_traffic(s, devices)
+    # Rank 0 (the chief) holds the parameters and aggregates: its own gradient never travels.
+    comm, detail_ps = server_traffic(s, devices - 1)
     memory, detail = _replica_memory(s, b)
     return StepCost(
         "backup",

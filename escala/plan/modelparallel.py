@@ -7,9 +7,12 @@ The top-level layers are cut into ``K`` contiguous stages balancing their FLOPs 
 into ``M`` micro-batches; stage ``k`` takes ``t_k = c(b / M) * f_k`` per micro-batch (``f_k`` its FLOP
 share). All stages advance at the pace of the slowest one::
 
-    step     = (M + K - 1) * max_k t_k + sends + data-parallel all-reduce
+    step     = M * max_k t_k + (K - 1) * t'_max + sends + data-parallel all-reduce
     compute  = M * mean_k t_k                                (useful work per device)
-    bubble   = (K - 1) * max t  +  M * (max t - mean t)      (fill/drain + stage imbalance)
+    bubble   = (K - 1) * t'_max  +  M * (max t - mean t)     (fill/drain + stage imbalance)
+
+where ``t'`` is a stage's time with the other stages idle (fill and drain run one stage at a time: on
+a measured machine it has the shared cores and memory bandwidth to itself; elsewhere ``t' = t``)
 
 so with equal stages and free sends the idle fraction is ``(K - 1) / (M + K - 1)``. Activation sends
 on the critical path: one forward and one backward send per stage boundary during fill and drain, plus
@@ -59,9 +62,12 @@ def pipeline_cost(s: Setting, stages: int, replicas: int = 1) -> StepCost:
     mb = b / m
     plan = stage_plan(s, stages)
     total_flops = sum(ch.flops for ch in s.profile.children) or 1.0
-    full = s.compute(mb, devices=devices)
-    t = [full * sum(s.profile.children[i].flops for i in st) / total_flops for st in plan]
+    share = [sum(s.profile.children[i].flops for i in st) / total_flops for st in plan]
+    t = [s.compute(mb, devices=devices) * f for f in share]  # steady state: every stage busy
     t_max, t_mean = max(t), sum(t) / stages
+    # Fill and drain: one stage works while the others wait, so it has the device's resources alone
+    # (on a measured machine its neighbours' cores and memory bandwidth are free: it runs faster).
+    t_alone = s.compute(mb, devices=1) * max(share)
     link = c.intra if stages <= c.devices_per_node else c.inter
     sends = [p2p(s.profile.children[st[-1]].out_bytes * mb, link) for st in plan[:-1]]
     comm = 2 * sum(sends) + m * max([0.0, *(x - t_max for x in sends)])
@@ -82,7 +88,7 @@ def pipeline_cost(s: Setting, stages: int, replicas: int = 1) -> StepCost:
         comm,
         b * replicas,
         mem[worst],
-        bubble=(stages - 1) * t_max + m * (t_max - t_mean),
+        bubble=(stages - 1) * t_alone + m * (t_max - t_mean),
         wait=s.straggler_wait(m * t_mean, devices) if devices > 1 else 0.0,
         layout={"pipeline": stages, "data": replicas, "microbatches": m},
         comm_total=comm,

@@ -17,8 +17,10 @@ workers slows training. Sharding (``S``), fewer senders (``g``) and 16-bit trans
 move this knee out, by ``sqrt(S)``, ``sqrt(g)`` and ``sqrt(2)``. Under weak scaling throughput
 saturates at ``g S B_server b / P`` samples per second instead.
 
-On a one-node cluster all traffic stays inside the node (the ``[intra]`` link, as escala's local
-parameter-server processes do). Server-side update time is neglected (a few passes over ``P / S``).
+On a one-node cluster all traffic stays inside the node: point-to-point messages over the ``[intra]``
+link (its ``p2p_*`` figures; a header then the payload, as escala's transport sends them). Each server
+applies the pushes one after another, an optimizer step over ``P / S`` bound by memory bandwidth
+(:func:`update_seconds`), and each worker packs and unpacks its message (:func:`pack_seconds`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import math
 from escala.plan.collectives import allreduce, ring_allgather
 from escala.plan.compression import wire_ratio
 from escala.plan.step import Setting, StepCost
+
+HEADER_BYTES = 64  # a message's header (escala's transport: 8 int64 fields, sent before the payload)
 
 
 def server_traffic(
@@ -51,9 +55,12 @@ def server_traffic(
     local = 0.0
     if g > 1:  # reduce inside the node before the push, broadcast after the pull
         local = allreduce(pbytes, g, c.intra, "ring") + ring_allgather(pbytes, g, c.intra)
-    if c.nodes == 1:
+    if c.nodes == 1:  # point-to-point messages over the node's link: a header, then the payload
         link = c.intra
-        one_way = max(link.time(senders * pbytes / servers), link.time(pbytes))
+        one_way = link.message(HEADER_BYTES) + max(
+            link.message(senders * pbytes / servers) + (senders - 1) * link.message(HEADER_BYTES),
+            link.message(pbytes),
+        )
     elif placement == "dedicated":
         server = c.server_link.time(senders * pbytes / servers)
         worker = c.inter.time(per_card * pbytes)
@@ -65,7 +72,23 @@ def server_traffic(
     desc = f"S={servers} {where} server(s), {senders} sender(s)" + (f" of {g} devices" if g > 1 else "")
     if codec != "none":
         desc += f", {codec} transfers"
-    return 2 * one_way + local, desc
+    # The server applies the senders' pushes one after another; each worker packs its gradient into
+    # one message and unpacks the parameters it gets back.
+    update = senders * update_seconds(s, s.profile.params / servers)
+    return 2 * one_way + local + update + pack_seconds(s, s.profile.params), desc
+
+
+def update_seconds(s: Setting, params: float) -> float:
+    """An optimizer step over ``params`` parameters, bound by memory: it reads the parameters, the
+    gradient and each of the optimizer's ``slots`` state tensors and writes back the parameters and the
+    slots, ``(3 + 2 slots) x 4`` bytes per parameter (SGD with momentum: 5 passes)."""
+    return 4.0 * params * (3 + 2 * s.profile.slots) / s.cluster.device.memory_bandwidth
+
+
+def pack_seconds(s: Setting, params: float) -> float:
+    """Flatten the gradients into one message and copy the received parameters back into the layers:
+    two copies, each reading and writing ``4 params`` bytes."""
+    return 2 * 2 * 4.0 * params / s.cluster.device.memory_bandwidth
 
 
 def paramserver_cost(

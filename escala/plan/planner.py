@@ -11,7 +11,7 @@ devices). When no row fits, :func:`no_fit_message` says by how much, with the nu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from escala.plan.dataparallel import allreduce_cost, backup_cost, localsgd_cost
@@ -77,6 +77,48 @@ def _best(candidates: list[StepCost]) -> StepCost | None:
     return min(candidates, key=lambda c: c.memory)
 
 
+def step_overhead(s: Setting, strategy: str, row: StepCost) -> float:
+    """The fixed cost per step of ``row``: the device's ``step_overhead``, or when it is "measure",
+    :func:`measured_overhead`."""
+    dev = s.cluster.device
+    if not dev.overhead_measured:
+        return dev.step_overhead
+    return measured_overhead(s, strategy, row)
+
+
+def measured_overhead(s: Setting, strategy: str, row: StepCost) -> float:
+    """An empty model's measured step under ``strategy`` here, minus this model's prediction for it.
+
+    The empty model (one hidden layer of two units on 1x1x1 inputs) has no compute and no bytes to
+    speak of, so what its step costs beyond the prediction is the strategy's fixed cost on this machine;
+    it is added to every model's prediction. 0 for a layout this machine cannot run.
+    """
+    from escala.plan.calibrate import empty_step_seconds
+    from escala.plan.profile import profile_model
+    from escala.plan.validate import EMPTY
+
+    dev = s.cluster.device
+    empty = profile_model(
+        "mlp", input_shape=EMPTY["shape"], num_classes=s.profile.num_classes, hidden=EMPTY["hidden"]
+    )
+    quiet = replace(s.cluster, device=replace(dev, overhead_measured=False, step_overhead=0.0))
+    predicted, _ = predict(replace(s, cluster=quiet, profile=empty), strategy, row.devices)
+    replicas = row.layout.get("data", 1)
+    batch = max(1, round(row.samples / replicas))
+    try:
+        measured = empty_step_seconds(
+            strategy,
+            row.devices,
+            batch,
+            h=s.localsgd_h,
+            microbatches=row.layout.get("microbatches", 4),
+            backups=row.layout.get("backups", 0),
+        )
+    except ValueError:  # pipeline x data, tensor x data: no layout of this machine runs them
+        return 0.0
+    return max(0.0, measured - (predicted.step if predicted else 0.0))
+
+
 def predict(s: Setting, strategy: str, devices: int) -> tuple[StepCost | None, str]:
     """One row, or (None, why it does not apply)."""
     mem = s.cluster.device.memory
@@ -85,6 +127,7 @@ def predict(s: Setting, strategy: str, devices: int) -> tuple[StepCost | None, s
     def mark(c: StepCost | None) -> StepCost | None:
         if c is not None:
             c.fits = c.memory <= mem
+            c.overhead = step_overhead(s, strategy, c)
         return c
 
     if strategy in ("pipeline", "tensor x data", "pipeline x data", "tensor") and devices == 1:

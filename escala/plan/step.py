@@ -2,14 +2,18 @@
 
 A step of a strategy on ``N`` devices takes
 
-    step = compute + comm + bubble + wait
+    step = compute + comm + bubble + wait + overhead
 
 * ``compute``: the busy time of a device (forward + backward + update of its share of the work);
 * ``comm``: communication that is *not* hidden behind compute (all-reduce after the overlap with
   backward, parameter-server push/pull, pipeline sends on the critical path, tensor-parallel
   all-reduces, encode/decode of compressed gradients);
 * ``bubble``: pipeline idle time, fill/drain ``(K-1)`` slots plus the stage imbalance;
-* ``wait``: synchronisation with the slowest worker when compute times vary (``stragglers.mean_delay``).
+* ``wait``: synchronisation with the slowest worker when compute times vary (``stragglers.mean_delay``);
+* ``overhead``: the fixed cost of a step that no FLOP or byte count sees (the framework's loop, hooks,
+  message headers, process wake-ups): ``device.step_overhead``, or on this machine the measured step
+  of an *empty* model under the same strategy minus what the model predicts for it
+  (:func:`escala.plan.planner.measured_overhead`).
 
 Throughput is ``samples per step / step``; scaling efficiency is ``throughput / (N x throughput of
 one device)``. Compute time comes from FLOPs and the device's sustained rate, or, on a measured
@@ -39,7 +43,7 @@ class Setting:
     microbatches: int = 0  # pipeline micro-batches per replica batch (0: 4 x stages, at most the batch)
     qsgd_bits: int = 4
     topk_ratio: float = 0.01
-    backups: float = 0.05  # backup workers as a fraction of the devices (at least 1)
+    backups: float = 0.05  # backup workers as a fraction of the devices (at least 1; 0: none)
 
     def __post_init__(self) -> None:
         if self.scaling not in SCALING:
@@ -92,6 +96,7 @@ class StepCost:
     memory: float  # bytes on the most loaded device
     bubble: float = 0.0
     wait: float = 0.0
+    overhead: float = 0.0
     layout: dict[str, int] = field(default_factory=dict)
     comm_total: float = 0.0  # communication before any overlap
     memory_detail: dict[str, float] = field(default_factory=dict)
@@ -101,7 +106,7 @@ class StepCost:
 
     @property
     def step(self) -> float:
-        return self.compute + self.comm + self.bubble + self.wait
+        return self.compute + self.comm + self.bubble + self.wait + self.overhead
 
     @property
     def throughput(self) -> float:
@@ -117,6 +122,7 @@ class StepCost:
             "comm_s": self.comm,
             "bubble_s": self.bubble,
             "wait_s": self.wait,
+            "overhead_s": self.overhead,
             "comm_total_s": self.comm_total,
             "samples_per_step": self.samples,
             "throughput": self.throughput,

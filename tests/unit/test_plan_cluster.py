@@ -82,9 +82,12 @@ def test_examples_load():
         "memory_bandwidth": 1e10,
         "allreduce_latency": 1e-4,
         "allreduce_bandwidth": 1e9,
+        "p2p_latency": 5e-5,
+        "p2p_bandwidth": 4e9,
     }
     c = load_cluster(EXAMPLES / "this-machine.toml", measure=lambda t: fake)
     assert c.device.measured and c.intra.bandwidth == 1e9 and c.intra.latency == 1e-4
+    assert c.intra.message(4e9) == pytest.approx(5e-5 + 1.0) and c.device.overhead_measured
 
 
 def test_bad_file(tmp_path):
@@ -108,3 +111,4 @@ def test_gloo_calibration_two_processes():
     out = gloo_allreduce(sizes=(2**8, 2**16), repeats=3, timeout_s=60)
     assert out["allreduce_bandwidth"] > 0 and out["allreduce_latency"] >= 0
     assert len(out["allreduce_points"]) == 2
+    assert out["p2p_bandwidth"] > 0 and out["p2p_latency"] >= 0 and len(out["p2p_points"]) == 2

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 
+from escala.errors import UserError
 from escala.plan.cluster import Link, parse_cluster
 from escala.plan.collectives import group_allreduce, ring_allgather, ring_allreduce, tree_allreduce
 from escala.plan.dataparallel import allreduce_cost, localsgd_cost
@@ -94,9 +95,12 @@ def test_paramserver_by_hand(mlp):
     comm, _ = server_traffic(s, 8)
     server = 1e-5 + 8 * p / 2 / 1e9
     worker = 1e-5 + 4 * p / 1e9  # four devices share a node's card
-    assert comm == pytest.approx(2 * max(server, worker))
+    # 8 pushes applied by each server (SGD + momentum: 5 passes over its half), pack + unpack: 4 passes
+    assert mlp.slots == 1
+    memory = 8 * 5 * (p / 2) / 1e11 + 4 * p / 1e11
+    assert comm == pytest.approx(2 * max(server, worker) + memory)
     half, _ = server_traffic(s, 8, codec="fp16")
-    assert half == pytest.approx(2 * max(1e-5 + 8 * p / 4 / 1e9, 1e-5 + 2 * p / 1e9))
+    assert half == pytest.approx(2 * max(1e-5 + 8 * p / 4 / 1e9, 1e-5 + 2 * p / 1e9) + memory)
     row = paramserver_cost(s, 8)
     est = mlp.memory(64)
     assert row.memory == est.peak_bytes - est.optimizer_bytes
@@ -209,3 +213,22 @@ def test_plan_recommends_the_fastest_that_fits(mlp):
     assert rec.fits and rec.throughput == max(r.throughput for r in plan.rows if r.fits)
     base = plan.baseline
     assert base.efficiency == pytest.approx(1.0) or math.isnan(base.efficiency) or base.devices == 1
+
+
+def test_one_node_paramserver_uses_point_to_point_messages(mlp):
+    """One node: header + payload each way over the link's p2p figures, updates and packing by hand."""
+    c = cluster(nodes=1, intra={"p2p_bandwidth": 4e9, "p2p_latency": 2e-5}, inter={})
+    assert Link(1e9, 1e-5).message(1e9) == pytest.approx(1e-5 + 1.0)  # default: the collective's figures
+    s = Setting(c, mlp, 64)
+    p = 4.0 * mlp.params
+    comm, _ = server_traffic(s, 1)
+    one_way = (2e-5 + 64 / 4e9) + (2e-5 + p / 4e9)
+    assert comm == pytest.approx(2 * one_way + 5 * p / 1e11 + 4 * p / 1e11)
+
+
+def test_fixed_step_overhead_is_added(mlp):
+    base, _ = predict(Setting(cluster(), mlp, 32), "allreduce", 4)
+    slow, _ = predict(Setting(cluster(device={"step_overhead": "2ms"}), mlp, 32), "allreduce", 4)
+    assert slow.overhead == pytest.approx(2e-3) and slow.step == pytest.approx(base.step + 2e-3)
+    with pytest.raises(UserError, match="step_overhead"):
+        cluster(device={"step_overhead": "measure"})  # only a measured device can time an empty step
