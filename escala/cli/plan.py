@@ -12,7 +12,7 @@ EPILOG = """examples:
   escala plan --model resnet50 --batch-size 32 --cluster examples/clusters/goyal2017-bigbasin.toml --out runs/plan
   escala plan --model resnet50 --batch-size 8192 --scaling strong --cluster examples/clusters/v100-10gbe.toml --devices 32
   escala plan --model mlp --batch-size 64 --cluster examples/clusters/this-machine.toml
-  escala plan --dry-run --devices 64 --layout pipeline=4,tensor=2 --cluster examples/clusters/v100-10gbe.toml
+  escala plan --dry-run --devices 64 --layout pipeline=4,data=16 --cluster examples/clusters/v100-10gbe.toml
 """
 
 
@@ -61,7 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="only check --layout on --devices processes")
     p.add_argument(
-        "--layout", default="", metavar="pipeline=K,tensor=T,data=D", help="process layout for --dry-run"
+        "--layout",
+        default="",
+        metavar="pipeline=K|tensor=T|spatial=P,data=D",
+        help="process layout for --dry-run (one model split, as escala train runs it)",
     )
     p.set_defaults(func=run)
 
@@ -84,6 +87,7 @@ def dry_run(args: argparse.Namespace) -> int:
         args.devices,
         pipeline=asked.get("pipeline", 1),
         tensor=asked.get("tensor", 1),
+        spatial=asked.get("spatial", 1),
         data=asked.get("data"),
         devices_per_node=per_node,
         cluster_devices=cluster_devices,
@@ -91,9 +95,10 @@ def dry_run(args: argparse.Namespace) -> int:
         batch=args.batch_size,
         microbatches=args.microbatches or None,
     )
+    split = f"{layout['kind']} {layout['parts']} x " if layout["parts"] > 1 else ""
     print(
-        f"layout ok: {layout['world']} processes = pipeline {layout['pipeline']} x tensor {layout['tensor']} x "
-        f"data {layout['data']}; rank 0 groups: {layout['rank0_groups']}"
+        f"layout ok: {layout['world']} processes = {split}data {layout['data']} (escala train's layout: "
+        f"rank = replica x {layout['parts']} + part); rank 0 groups: {layout['rank0_groups']}"
         + (f"; {layout['nodes']} node(s)" if "nodes" in layout else "")
     )
     return 0

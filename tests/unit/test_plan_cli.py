@@ -119,26 +119,38 @@ def test_bad_input_exits_2_with_one_line(capsys, argv, match):
 
 
 def test_dry_run_ok(capsys):
-    argv = ["plan", "--dry-run", "--devices", "64", "--layout", "pipeline=4,tensor=2", "--cluster", V100]
+    argv = ["plan", "--dry-run", "--devices", "64", "--layout", "pipeline=4", "--cluster", V100]
     with pytest.raises(UserError, match="fit on the cluster's 32"):
-        validate_layout(64, pipeline=4, tensor=2, cluster_devices=32)
-    assert (
-        main(["plan", "--dry-run", "--devices", "32", "--layout", "pipeline=4,tensor=2", "--cluster", V100])
-        == 0
-    )
-    assert "data 4" in capsys.readouterr().out
+        validate_layout(64, pipeline=4, cluster_devices=32)
+    assert main(["plan", "--dry-run", "--devices", "32", "--layout", "tensor=2", "--cluster", V100]) == 0
+    assert "tensor 2 x data 16" in capsys.readouterr().out
     one_line_exit(capsys, argv, "32 devices")
 
 
 def test_layout_rules():
-    assert validate_layout(4096, pipeline=8, tensor=8)["data"] == 64  # any world size, no hardware
-    assert parse_layout("K=2, t=4,data=3") == {"pipeline": 2, "tensor": 4, "data": 3}
-    with pytest.raises(UserError, match="= 24 processes, but the world has 32"):
-        validate_layout(32, pipeline=2, tensor=4, data=3)
+    assert validate_layout(4096, pipeline=8)["data"] == 512  # any world size, no hardware
+    assert parse_layout("K=2, data=3") == {"pipeline": 2, "data": 3}
+    assert parse_layout("P=2") == {"spatial": 2}
+    with pytest.raises(UserError, match="= 12 processes, but the world has 32"):
+        validate_layout(32, tensor=4, data=3)
     with pytest.raises(UserError, match="only 11 top-level layers"):
         validate_layout(16, pipeline=16, model_layers=11)
     with pytest.raises(UserError, match="micro-batches"):
         validate_layout(4, pipeline=4, batch=8, microbatches=16)
     with pytest.raises(UserError, match="does not divide the 8 devices"):
         validate_layout(24, tensor=3, devices_per_node=8)
-    assert rank_coords(13, pipeline=2, tensor=4) == (1, 1, 1)
+    with pytest.raises(UserError, match="one way at a time"):  # the trainer's own rule
+        validate_layout(64, pipeline=4, tensor=2)
+
+
+def test_dry_run_is_the_training_layout():
+    """The planner's layout is the one escala train builds: same replicas, same rank -> (replica, part)."""
+    from escala.parallel.model.layout import layout_from_config
+
+    class Config:  # the fields layout_from_config reads
+        workers, pipeline, tensor, spatial = 3, 4, 1, 1
+
+    trained = layout_from_config(Config())
+    checked = validate_layout(12, pipeline=4)
+    assert checked["layout"] == trained.describe()
+    assert [rank_coords(r, trained) for r in (0, 5, 11)] == [(0, 0), (1, 1), (2, 3)]
