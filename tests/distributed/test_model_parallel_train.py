@@ -37,6 +37,9 @@ def test_pipeline_trains_like_the_unsplit_model(quick, tmp_path, schedule, same_
     pipe = s["pipeline"]
     assert pipe["bubble_theory"] == pytest.approx(1 / 5)
     assert 0.0 <= pipe["bubble_measured"] < 1.0
+    # Idle time split: what the schedule implies with the measured stage times, and the rest.
+    assert 0.0 < pipe["bubble_schedule"] < 1.0
+    assert pipe["bubble_schedule"] + pipe["bubble_overhead"] == pytest.approx(pipe["bubble_measured"])
     assert len(s["parameter_bytes_per_process"]) == 2
     assert sum(s["parameter_bytes_per_process"]) == 4 * s["params"]
 

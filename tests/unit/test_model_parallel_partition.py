@@ -12,8 +12,10 @@ from escala.parallel.model.pipeline import (
     balance,
     gpipe,
     layer_param_costs,
+    layer_time_costs,
     one_f_one_b,
     partition,
+    pipeline_bubble,
     schedule,
     simulate,
     theoretical_bubble,
@@ -116,6 +118,49 @@ def test_simulated_bubble_matches_theory(name, k, m):
     sim = simulate(schedule(name, k, m), forward=1.0, backward=2.0)
     assert sim.makespan == pytest.approx((m + k - 1) * 3.0)
     assert sim.bubble == pytest.approx(theoretical_bubble(k, m))
+
+
+def test_simulation_with_unequal_stages_by_hand():
+    # K=2, M=2, GPipe, stage 1 twice as slow. Stage 0: F0 [0,1] F1 [1,2]; stage 1: F0 [1,3] F1 [3,5]
+    # B0 [5,9] B1 [9,13]; stage 0: B0 [9,11] B1 [13,15]. Busy 6 and 12 of 15 each.
+    sim = simulate(gpipe(2, 2), forward=[1.0, 2.0], backward=[2.0, 4.0])
+    assert sim.makespan == 15.0 and sim.busy == [6.0, 12.0]
+    assert sim.bubble == pytest.approx(1 - 18 / 30)
+    with pytest.raises(UserError, match="2 stages need 2"):
+        simulate(gpipe(2, 2), forward=[1.0])
+
+
+def test_pipeline_bubble_splits_schedule_idle_from_overhead():
+    # The stages of the hand example, one timed step: stage 0 busy 6, stage 1 busy 12.
+    def stats(walls):
+        return [
+            {"walls": [walls[0]], "forward_s": 2.0, "backward_s": 4.0},
+            {"walls": [walls[1]], "forward_s": 4.0, "backward_s": 8.0},
+        ]
+
+    exact = pipeline_bubble(stats([15.0, 13.0]), "gpipe", 2)  # stage 1 ends first: the step is 15
+    assert exact["bubble_per_stage"] == pytest.approx([0.6, 0.2])
+    assert exact["bubble_measured"] == pytest.approx(0.4) and exact["bubble_schedule"] == pytest.approx(0.4)
+    assert exact["bubble_overhead"] == pytest.approx(0.0, abs=1e-12)
+    slow = pipeline_bubble(stats([20.0, 18.0]), "gpipe", 2)  # 5 s of communication on top
+    assert slow["bubble_measured"] == pytest.approx((0.7 + 0.4) / 2)
+    assert slow["bubble_overhead"] == pytest.approx(0.55 - 0.4)
+    assert pipeline_bubble([{"walls": [], "forward_s": 0.0, "backward_s": 0.0}] * 2, "gpipe", 2)["bubble_measured"] is None
+
+
+def test_time_costs_leave_out_the_input_gradient_of_the_first_weighted_layer():
+    # As in training, where the data needs no gradient: the first weighted layer is timed without
+    # its input gradient (one matrix product fewer), every later layer with it.
+    seen = []
+
+    class Probe(nn.Linear):
+        def forward(self, x):
+            seen.append(x.requires_grad)
+            return super().forward(x)
+
+    model = nn.Sequential(nn.Flatten(), Probe(4, 4), nn.ReLU(), Probe(4, 4))
+    layer_time_costs(model, torch.randn(2, 4), repeats=1)
+    assert seen == [False, False, True, False]  # timed run, then the no-grad pass to the next layer
 
 
 def test_1f1b_stashes_at_most_k_minus_s_microbatches_gpipe_stashes_m():

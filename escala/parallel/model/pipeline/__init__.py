@@ -6,7 +6,7 @@
   bubble measured.
 """
 
-from escala.parallel.model.pipeline.engine import PipelineStageRunner
+from escala.parallel.model.pipeline.engine import PipelineStageRunner, pipeline_bubble
 from escala.parallel.model.pipeline.partition import balance, layer_param_costs, layer_time_costs, partition
 from escala.parallel.model.pipeline.schedule import (
     SCHEDULES,
@@ -26,6 +26,7 @@ __all__ = [
     "layer_time_costs",
     "one_f_one_b",
     "partition",
+    "pipeline_bubble",
     "schedule",
     "simulate",
     "theoretical_bubble",

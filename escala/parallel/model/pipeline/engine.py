@@ -8,9 +8,14 @@ which gloo supports on CPU. escala adds what it lacks:
 * the partition of a sequential model into balanced stages (:mod:`.partition`);
 * a *measured* bubble fraction. Each stage's module is wrapped so that the wall-clock time it spends
   computing is recorded: forward from entry to exit, backward from the moment the gradient of its
-  output arrives to the last parameter (or input) gradient it produces. With a step of wall time T
-  on a stage that computed for C seconds, the stage's bubble is ``1 - C / T``; the pipeline's bubble
-  is the mean over stages, to be compared with ``(K - 1) / (M + K - 1)`` (:mod:`.schedule`).
+  output arrives to the last parameter (or input) gradient it produces. Every step starts with a
+  barrier over the pipeline; the pipeline's step time T is the time until its *last* stage finishes
+  (the slowest stage's wall clock, step by step), and a stage that computed for C seconds was idle
+  ``1 - C / T`` of it. The pipeline's bubble is the mean over stages (:func:`pipeline_bubble`), to be
+  compared with ``(K - 1) / (M + K - 1)`` (:mod:`.schedule`). That measured idle time is split in two:
+  the idle time the schedule itself implies with the stage times measured (fill/drain, plus unequal
+  stages), from replaying the schedule with no communication (:func:`~.schedule.simulate`), and the
+  rest: sending and receiving activations and gradients, and the engine's per-micro-batch work.
 
 Gradients are *summed* over micro-batches (``scale_grads=False``): with a loss function that sums
 per-sample losses and divides by the whole mini-batch size, the gradient equals that of the
@@ -28,7 +33,7 @@ from torch import nn
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
 from escala.errors import UserError
-from escala.parallel.model.pipeline.schedule import SCHEDULES
+from escala.parallel.model.pipeline.schedule import SCHEDULES, schedule, simulate
 
 _SCHEDULE_CLASSES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
 
@@ -37,13 +42,21 @@ class _Clock:
     """Accumulates the compute seconds of one stage within one step."""
 
     def __init__(self) -> None:
-        self.busy = 0.0
+        self.forward = self.backward = 0.0
         self._b_start: float | None = None
         self._b_last = 0.0
 
+    @property
+    def busy(self) -> float:
+        return self.forward + self.backward
+
+    def reset(self) -> None:
+        self.forward = self.backward = 0.0
+        self._b_start = None
+
     def close_backward(self) -> None:
         if self._b_start is not None:
-            self.busy += self._b_last - self._b_start
+            self.backward += self._b_last - self._b_start
             self._b_start = None
 
     def backward_started(self) -> None:
@@ -83,7 +96,7 @@ class _Timed(nn.Module):
         if x.requires_grad:
             x = _MarkBackward.apply(x, self.clock.backward_tick)
         out = self.inner(x)
-        self.clock.busy += time.perf_counter() - t0
+        self.clock.forward += time.perf_counter() - t0
         return _MarkBackward.apply(out, self.clock.backward_started)
 
 
@@ -147,8 +160,10 @@ class PipelineStageRunner:
         self._target_like: torch.Tensor | None = None  # an empty tensor with the targets' dtype/shape
         self._target_rows: int | None = None
         self.steps = 0
-        self.busy_s = 0.0
-        self.wall_s = 0.0
+        self.busy_s = 0.0  # compute seconds over the timed steps (all but the first)
+        self.wall_s = 0.0  # this stage's own wall seconds over the timed steps
+        self.forward_s = self.backward_s = 0.0
+        self.walls: list[float] = []  # this stage's wall seconds of each timed step
 
     def _check_batch(self, x: torch.Tensor | None) -> None:
         if x is not None and x.shape[0] % self.microbatches:
@@ -166,7 +181,7 @@ class PipelineStageRunner:
             self._target_like, self._target_rows = target[:0], target.shape[0]
         if self.measure and dist.is_initialized():
             dist.barrier(group=self.group)
-        self.clock.busy = 0.0
+        self.clock.reset()
         t0 = time.perf_counter()
         losses: list[torch.Tensor] = []
         args = (x,) if self.is_first else ()
@@ -177,6 +192,9 @@ class PipelineStageRunner:
         if self.steps > 0:
             self.busy_s += self.clock.busy
             self.wall_s += wall
+            self.forward_s += self.clock.forward
+            self.backward_s += self.clock.backward
+            self.walls.append(wall)
         self.steps += 1
         return torch.stack([loss.detach() for loss in losses]).sum() if self.is_last else None
 
@@ -203,8 +221,47 @@ class PipelineStageRunner:
         return out if self.is_last else None
 
     def bubble(self) -> float:
-        """This stage's measured idle fraction over the steps after the first."""
+        """This stage's idle fraction of its *own* wall time over the steps after the first (the
+        pipeline's bubble, over the time until its last stage finishes, is :func:`pipeline_bubble`)."""
         return 1.0 - self.busy_s / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def stats(self) -> dict:
+        """What :func:`pipeline_bubble` needs from this stage (picklable, to gather over stages)."""
+        return {"walls": list(self.walls), "forward_s": self.forward_s, "backward_s": self.backward_s}
 
     def parameter_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.module.parameters())
+
+
+def pipeline_bubble(stats: list[dict], schedule_name: str, microbatches: int) -> dict:
+    """The pipeline's measured bubble from every stage's :meth:`PipelineStageRunner.stats` (in stage
+    order), split into what the schedule implies and what communication and overhead add.
+
+    * ``bubble_measured``: mean over stages of ``1 - C_k / T``, T the pipeline's step time (the
+      slowest stage's wall clock of each step, summed), C_k stage k's compute time;
+    * ``bubble_schedule``: the same fraction in a replay of the schedule with each stage's measured
+      per-micro-batch forward and backward times and free communication: fill/drain plus the idle
+      time of unequal stages (equal stages give exactly ``(K - 1) / (M + K - 1)``);
+    * ``bubble_overhead``: the difference, the idle time that communication (posting and waiting on
+      sends and receives) and the engine's per-micro-batch work add.
+
+    Values are None before a timed step (the first step, which infers shapes, is not timed).
+    """
+    steps = min((len(s["walls"]) for s in stats), default=0)
+    if steps == 0:
+        return {"bubble_measured": None, "bubble_per_stage": None, "bubble_schedule": None, "bubble_overhead": None}
+    total = sum(max(s["walls"][i] for s in stats) for i in range(steps))
+    per_stage = [1.0 - (s["forward_s"] + s["backward_s"]) / total for s in stats]
+    passes = steps * microbatches
+    sim = simulate(
+        schedule(schedule_name, len(stats), microbatches),
+        forward=[s["forward_s"] / passes for s in stats],
+        backward=[s["backward_s"] / passes for s in stats],
+    )
+    measured = sum(per_stage) / len(per_stage)
+    return {
+        "bubble_measured": measured,
+        "bubble_per_stage": per_stage,
+        "bubble_schedule": sim.bubble,
+        "bubble_overhead": measured - sim.bubble,
+    }

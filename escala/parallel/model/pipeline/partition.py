@@ -46,21 +46,26 @@ def layer_time_costs(model: nn.Module, sample: torch.Tensor, repeats: int = 3) -
     """Median seconds of forward + backward of each child on ``sample`` (a typical micro-batch).
 
     Each child is timed on the activation the preceding children produce, so shapes are real. The
-    backward uses a unit gradient on the child's output; parameter grads are cleared afterwards.
+    backward uses a unit gradient on the child's output; parameter grads are cleared afterwards. A
+    child's input needs a gradient only when some earlier child has trainable parameters (as in
+    training, where the data needs none): the first weighted layer computes no input gradient, one
+    matrix product fewer in its backward, which a cut must see or the first stage gets too little work.
     """
     children = _children(model)
     costs: list[float] = []
     x = sample
+    trainable_before = False
     for _, child in children:
         runs = []
         for _ in range(repeats):
-            inp = x.detach().requires_grad_(x.is_floating_point())
+            inp = x.detach().requires_grad_(x.is_floating_point() and trainable_before)
             t0 = time.perf_counter()
             out = child(inp)
             if out.requires_grad:
                 out.backward(torch.ones_like(out))
             runs.append(time.perf_counter() - t0)
         costs.append(sorted(runs)[len(runs) // 2])
+        trainable_before = trainable_before or any(p.requires_grad for p in child.parameters())
         with torch.no_grad():
             x = child(x)
     for p in model.parameters():

@@ -24,6 +24,7 @@ document and test what it does and feed the benchmark's theory column.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from escala.errors import UserError
@@ -89,9 +90,19 @@ class Simulation:
         return 1.0 - sum(self.busy) / (len(self.busy) * self.makespan)
 
 
-def simulate(actions: list[list[Action]], forward: float = 1.0, backward: float = 2.0) -> Simulation:
-    """Replay per-stage action lists with unit costs; raise if they deadlock or miss an action."""
+def simulate(
+    actions: list[list[Action]],
+    forward: float | Sequence[float] = 1.0,
+    backward: float | Sequence[float] = 2.0,
+) -> Simulation:
+    """Replay per-stage action lists with no communication cost; raise if they deadlock or miss an
+    action. ``forward``/``backward``: the cost of one micro-batch's pass, the same on every stage or
+    one per stage (measured stage times: the idle time of fill/drain plus that of unequal stages)."""
     k = len(actions)
+    f_cost = [float(forward)] * k if isinstance(forward, (int, float)) else [float(v) for v in forward]
+    b_cost = [float(backward)] * k if isinstance(backward, (int, float)) else [float(v) for v in backward]
+    if len(f_cost) != k or len(b_cost) != k:
+        raise UserError(f"simulate: {k} stages need {k} forward and backward costs")
     m_count = max((m for acts in actions for _, m in acts), default=-1) + 1
     done: dict[tuple[str, int, int], float] = {}
     pos = [0] * k
@@ -111,7 +122,7 @@ def simulate(actions: list[list[Action]], forward: float = 1.0, backward: float 
             if not all(d in done for d in deps):
                 continue
             start = max([clock[s]] + [done[d] for d in deps])
-            cost = forward if kind == "F" else backward
+            cost = f_cost[s] if kind == "F" else b_cost[s]
             clock[s] = done[(kind, s, m)] = start + cost
             busy[s] += cost
             in_flight[s] += 1 if kind == "F" else -1

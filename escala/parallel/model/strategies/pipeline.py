@@ -10,7 +10,9 @@ batch carry the ignored label), which sums over micro-batches to exactly the loo
 
 Every batch is padded to ``batch_size`` samples, so all steps and all evaluation batches have the
 micro-batch shape the stages inferred on their first step. ``summary.json`` gets the measured bubble
-fraction (mean over stages, first step excluded) next to the theory ``(K-1)/(M+K-1)`` (Huang et al.
+fraction (mean over stages of their idle share of the pipeline's step time, first step excluded),
+split into the schedule's part (fill/drain and unequal stages) and communication/overhead
+(:func:`~..pipeline.engine.pipeline_bubble`), next to the theory ``(K-1)/(M+K-1)`` (Huang et al.
 2019, GPipe) and the parameter bytes of every stage.
 """
 
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from escala.errors import UserError
-from escala.parallel.model.pipeline.engine import PipelineStageRunner
+from escala.parallel.model.pipeline.engine import PipelineStageRunner, pipeline_bubble
 from escala.parallel.model.pipeline.partition import balance, layer_time_costs, partition, stage_starts
 from escala.parallel.model.pipeline.schedule import theoretical_bubble
 from escala.parallel.model.strategies.base import ModelParallel, merge_stage_states
@@ -124,17 +126,16 @@ class PipelineParallel(ModelParallel):
         return merge_stage_states(self.ctx, model, self.layout.parts)
 
     def summary(self) -> dict[str, Any]:
-        bubbles = self.ctx.all_gather_object(self.runner.bubble())[: self.layout.parts]
-        measured = [b for b in bubbles if b == b]  # NaN when a stage ran a single step
+        stats = self.ctx.all_gather_object(self.runner.stats())[: self.layout.parts]  # replica 0
+        cfg = self.config
         return {
             **super().summary(),
             "pipeline": {
                 "stages": self.layout.parts,
-                "microbatches": self.config.microbatches,
-                "schedule": self.config.pipeline_schedule,
+                "microbatches": cfg.microbatches,
+                "schedule": cfg.pipeline_schedule,
                 "stage_starts": self.cuts,
-                "bubble_measured": sum(measured) / len(measured) if measured else None,
-                "bubble_per_stage": bubbles,
-                "bubble_theory": theoretical_bubble(self.layout.parts, self.config.microbatches),
+                **pipeline_bubble(stats, cfg.pipeline_schedule, cfg.microbatches),
+                "bubble_theory": theoretical_bubble(self.layout.parts, cfg.microbatches),
             },
         }

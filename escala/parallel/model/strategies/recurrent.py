@@ -10,7 +10,8 @@ step t while process k+1 computes step t-1 (the wavefront of Sutskever, Vinyals 
 backpropagation through time runs the same wavefront in reverse. The T time steps play the part of
 the micro-batches of a layer pipeline, so the idle fraction of fill and drain is
 ``(K - 1) / (T + K - 1)`` in each direction; ``summary.json`` reports it next to the measured one
-(``1 - compute / wall`` per process, first step excluded, as for the layer pipeline).
+(``1 - compute / step time`` per process, the step lasting until its last process finishes, first
+step excluded, as for the layer pipeline).
 
 ``--microbatches`` does not apply (the whole batch moves one time step at a time). Replicas
 (``--workers D``) average each group's gradients over their data group as for every split model.
@@ -95,7 +96,8 @@ class RecurrentPipeline(ModelParallel):
         super().__init__(config)
         self.stack: PipelinedLSTM | None = None
         self.steps_run = 0
-        self.busy_s = self.wall_s = 0.0
+        self.busy_s = 0.0
+        self.walls: list[float] = []  # this process's wall seconds of each timed step
 
     def split_model(self, model: nn.Module, ctx: WorkerContext, sample: torch.Tensor) -> nn.Module:
         k = self.layout.parts
@@ -143,7 +145,7 @@ class RecurrentPipeline(ModelParallel):
         wall = time.perf_counter() - t0
         if self.steps_run > 0:  # as for the layer pipeline: the first step (warm-up) is left out
             self.busy_s += stack.busy_s
-            self.wall_s += wall
+            self.walls.append(wall)
         self.steps_run += 1
         return total
 
@@ -154,12 +156,12 @@ class RecurrentPipeline(ModelParallel):
     def full_state_dict(self, model: nn.Module) -> dict[str, Any]:
         return merge_stage_states(self.ctx, model, self.layout.parts)
 
-    def bubble(self) -> float:
-        return 1.0 - self.busy_s / self.wall_s if self.wall_s > 0 else float("nan")
-
     def summary(self) -> dict[str, Any]:
-        bubbles = self.ctx.all_gather_object(self.bubble())[: self.layout.parts]
-        measured = [b for b in bubbles if b == b]  # NaN when a process ran a single step
+        # As for the layer pipeline: idle share of the pipeline's step time (its slowest process's).
+        stats = self.ctx.all_gather_object((self.walls, self.busy_s))[: self.layout.parts]
+        steps = min(len(w) for w, _ in stats)
+        total = sum(max(w[i] for w, _ in stats) for i in range(steps))
+        bubbles = [1.0 - busy / total for _, busy in stats] if total > 0 else []
         return {
             **super().summary(),
             "pipeline": {
@@ -168,8 +170,8 @@ class RecurrentPipeline(ModelParallel):
                 "time_steps": self.time_steps,
                 "stage_starts": self.cuts,
                 "layers_per_stage": self.layers_per_stage,
-                "bubble_measured": sum(measured) / len(measured) if measured else None,
-                "bubble_per_stage": bubbles,
+                "bubble_measured": sum(bubbles) / len(bubbles) if bubbles else None,
+                "bubble_per_stage": bubbles or None,
                 "bubble_theory": theoretical_bubble(self.layout.parts, self.time_steps),
             },
         }
