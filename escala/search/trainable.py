@@ -2,12 +2,15 @@
 
 A trial's config is a dict of :class:`~escala.config.TrainConfig` fields; it trains through the
 foundation's :func:`escala.train.launch.run_training` into the trial's own directory, so a trial may
-itself use several data-parallel workers. When an early-stopping rule is on, the run goes in segments
-that end where the rule can decide (every epoch for the median rule, ASHA's rungs for ASHA): a
-segment ending at epoch ``k`` stops at ``max_steps = k * steps_per_epoch`` and the next resumes from
-its checkpoint, which the trainer makes exact (weights, optimizer, schedule, RNG), so the finished
-trial equals an uninterrupted run while the driver gets to stop it wherever its rule decides. Without early
-stopping it trains in one go and the per-epoch records are reported afterwards.
+itself use several data-parallel workers. When an early-stopping rule is on, every epoch is
+reported to the driver as it ends, and the driver's "stop" ends the run there. A run in the trial's
+own process reports from the trainer's epoch hook: it never pauses, so a rung costs a report, not a
+checkpoint written and read back. A run of several processes (``workers = 2``) cannot call back into
+the trial's process; it goes in segments that end where the rule can decide (every epoch for the
+median rule, ASHA's rungs for ASHA): a segment ending at epoch ``k`` stops at ``max_steps = k *
+steps_per_epoch`` and the next resumes from its checkpoint, which the trainer makes exact (weights,
+optimizer, schedule, RNG), so the finished trial equals an uninterrupted run. Without early stopping
+it trains in one go and the per-epoch records are reported afterwards.
 """
 
 from __future__ import annotations
@@ -68,16 +71,25 @@ def train_trial(config: dict[str, Any], reporter, data_seed: int | None = None) 
     samples they may train on.
     """
     from escala.data.shard import ShardedBatches
+    from escala.parallel import strategy_class
+    from escala.runtime import under_torchrun
     from escala.train.launch import run_training
 
     cfg = build_config(overrides=_fields(config, reporter.trial_dir, reporter.resources.get("cpus")))
     cfg = dataclasses.replace(cfg, overwrite=True)  # a trial run again after a resume starts afresh
-    data = _data(cfg if data_seed is None else dataclasses.replace(cfg, seed=data_seed))  # loaded once for all segments, and kept for the runner's next trial
+    data = _data(
+        cfg if data_seed is None else dataclasses.replace(cfg, seed=data_seed)
+    )  # loaded once for all segments, and kept for the runner's next trial
     metrics_file = f"{reporter.trial_dir}/metrics.jsonl"
     if not reporter.may_stop:
         summary = run_training(cfg, dataset=data)
         for record in read_jsonl(metrics_file):
             reporter.report(record["epoch"], **_report(record))
+        return _numbers(summary)
+    if strategy_class(cfg).processes(cfg) == 1 and not under_torchrun():
+        summary = run_training(
+            cfg, dataset=data, on_epoch=lambda record: reporter.report(record["epoch"], **_report(record))
+        )  # a stop raises TrialStopped inside the run: it ends there, with no checkpoint written
         return _numbers(summary)
     steps = ShardedBatches(len(data.train), cfg.batch_size, 0, cfg.workers, cfg.seed).steps_per_epoch
     summary: dict[str, Any] = {}

@@ -70,7 +70,13 @@ def resolve_model(model: ModelSpec, data: DataSplit, config: TrainConfig) -> nn.
     raise UserError("model must be an nn.Module, a factory (input_shape, num_classes) -> nn.Module, or None")
 
 
-def _run(ctx: WorkerContext, config: TrainConfig, model: nn.Module, data: DataSplit) -> dict[str, Any]:
+def _run(
+    ctx: WorkerContext,
+    config: TrainConfig,
+    model: nn.Module,
+    data: DataSplit,
+    on_epoch: Callable | None = None,
+) -> dict[str, Any]:
     """The body every worker runs, whichever way it was started."""
     resume = None
     if config.resume:
@@ -83,7 +89,7 @@ def _run(ctx: WorkerContext, config: TrainConfig, model: nn.Module, data: DataSp
     train_ctx = strategy.assign_role(ctx, model)
     if train_ctx is None:  # this process served the workers (a parameter server) until they finished
         return {}
-    trainer = Trainer(config, model, data, train_ctx, strategy, resume_from=resume)
+    trainer = Trainer(config, model, data, train_ctx, strategy, resume_from=resume, on_epoch=on_epoch)
     try:
         return trainer.fit()
     finally:
@@ -110,8 +116,19 @@ def _runtime_options(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def run_training(config: TrainConfig, model: ModelSpec = None, dataset: DataSpec = None) -> dict[str, Any]:
-    """Train as ``config`` says and return the summary (also written to ``config.out/summary.json``)."""
+def run_training(
+    config: TrainConfig,
+    model: ModelSpec = None,
+    dataset: DataSpec = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train as ``config`` says and return the summary (also written to ``config.out/summary.json``).
+
+    ``on_epoch(record)`` is called after each epoch with its metrics record, in this process; only
+    for a run that trains in this process (one process, not under torchrun).
+    """
+    if on_epoch is not None and (under_torchrun() or strategy_class(config).processes(config) != 1):
+        raise ValueError("on_epoch needs a run in this process (one process, not under torchrun)")
     if under_torchrun():
         return _run_under_torchrun(config, model, dataset)
     strategy = strategy_class(config)
@@ -123,7 +140,7 @@ def run_training(config: TrainConfig, model: ModelSpec = None, dataset: DataSpec
     processes = strategy.processes(config)
     if processes == 1:
         ctx = init_worker(0, 1, 0, 1, **_runtime_options(config))
-        return _run(ctx, config, built, data)
+        return _run(ctx, config, built, data, on_epoch)
     spawn_workers(_spawned_worker, processes, (config, built, data), options=_runtime_options(config))
     return json.loads((Path(config.out) / "summary.json").read_text())
 

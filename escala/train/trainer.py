@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,12 @@ class Trainer:
         ctx: WorkerContext,
         strategy: Strategy,
         resume_from: dict[str, Any] | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ):
         self.config = config
+        # called on the main process with each epoch's record once it is written (a search's trial
+        # reports it to the driver from here); an exception it raises ends the run
+        self.on_epoch = on_epoch
         self.data = data
         self.ctx = ctx
         self.strategy = strategy
@@ -203,6 +208,8 @@ class Trainer:
         self.progress.end_epoch({**record, "epochs": cfg.epochs})
         if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
             self._checkpoint(started)
+        if self.on_epoch is not None and self.ctx.is_main:
+            self.on_epoch(record)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

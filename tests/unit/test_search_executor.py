@@ -95,6 +95,24 @@ def test_a_trial_paused_only_at_rungs_reports_every_epoch_and_equals_an_uninterr
     assert paused["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-6)
 
 
+@pytest.mark.timeout(60)
+def test_a_stop_ends_the_run_at_the_epoch_it_was_decided(tmp_path):
+    from escala.search.executors.base import TrialSpec, run_trial
+
+    config = {"epochs": 5, "hidden": [16], "lr": 0.05, "batch_size": 64}
+    asked = []
+
+    def ask(step, metrics):
+        asked.append(step)
+        return step == 2.0
+
+    spec = TrialSpec(0, train_trial, config, "val_acc", str(tmp_path / "a"), may_stop=True)
+    event = run_trial(spec, Reporter(0, spec.trial_dir, {"cpus": 1}, ask, True, None))
+    assert event.kind == "stopped" and event.step == 2.0 and asked == [1.0, 2.0]
+    lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # nothing trained after the stop
+
+
 def threads_objective(config, reporter):
     from escala.runtime.dist import set_threads
 
