@@ -382,7 +382,8 @@ def main(quick: bool = False, docs: str | None = None) -> None:
             f"configuration is evaluated when it completed or was stopped inside the budget. ASHA evaluates "
             f"{asha_ratio:.2f}x as many configurations; `best val_acc` is the best completed trial of each "
             f"arm. Without a scheduler a configuration costs {spec['epochs']} epochs; under ASHA about "
-            f"1 + 3/4 + 12/16 = 2.5 epochs on average (plus a pause at each rung it reaches), so ~6x is the "
+            f"1 + 3/4 + 12/16 = 2.5 epochs on average (a trial reports each epoch as it ends and is stopped there, "
+            f"no pause), so ~6x is the "
             f"ceiling.",
             asha_table,
             f"Evolution strategies on the digits MLP ({spec['es_pairs']} antithetic pairs per iteration, fitness "
