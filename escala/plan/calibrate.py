@@ -4,7 +4,8 @@
 * ``memory_bandwidth``: bytes read + written per second by a large tensor copy;
 * ``model_step_seconds``: the model's own forward + backward + SGD step at a batch size, the *mean* of
   timed steps (what ``compute = "measure"`` uses instead of FLOPs / peak); with ``busy`` processes at
-  once, the mean over steps of the slowest process's step (a synchronous step waits for it);
+  once, in lockstep (a barrier after each step, its own cost subtracted): a synchronous step waits
+  for the slower process of each step;
 * ``gloo_allreduce``: two local processes joined through a FileStore (no port to race for) all-reduce
   float32 tensors of several sizes; a least-squares line ``t(n) = c0 + c1 n`` through the mean times
   gives, for the 2-process ring ``t = 2 a + 2 (p-1)/p n b = 2a + n b``, the latency ``a = c0 / 2``
@@ -25,7 +26,6 @@ import os
 import statistics
 import tempfile
 import time
-from array import array
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -135,21 +135,48 @@ def _profile_args(profile) -> tuple:
     )
 
 
-def _busy_worker(args, batch, n_threads, seconds, barrier, out) -> None:
+def _busy_worker(rank, args, batch, n_threads, seconds, store_path, processes, out) -> None:
+    """Time the model's step in ``processes`` processes that move in lockstep, as synchronous training
+    does: each step ends with a 4-byte all-reduce (a barrier). The barrier's own cost, timed alone right
+    after, is subtracted (the cost model adds the real collective), so what remains is the step plus
+    the wait for the slower process of each step."""
+    import torch.distributed as dist
+
     torch.set_num_threads(n_threads)
-    step = _step_loop(*args, batch, 1)
-    step()
-    step()
-    barrier.wait(60)  # time all processes over the same window
-    times: list[float] = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds and len(times) < 1500:
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    # Packed (12 KB at most): the parent reads the queue only after the processes end, and a pipe
-    # holds 64 KB, so a bigger message would block its writer forever.
-    out.put(array("d", times).tobytes())
+    store = dist.FileStore(store_path, processes)
+    dist.init_process_group(
+        "gloo", store=store, rank=rank, world_size=processes, timeout=timedelta(seconds=60)
+    )
+    try:
+        step = _step_loop(*args, batch, 1)
+        flag = torch.zeros(1)
+
+        def lockstep() -> None:
+            step()
+            dist.all_reduce(flag)
+
+        count = max(10, int(seconds / max(_time_calls(step, 3, warmup=2, min_seconds=0.0), 1e-6)))
+        agreed = torch.tensor([count])
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        count = min(int(agreed), 2000)
+        both = _fixed_count_mean(lockstep, count)
+        barrier = _fixed_count_mean(lambda: dist.all_reduce(flag), count)
+        if rank == 0:
+            out.put(max(both - barrier, 0.0))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _fixed_count_mean(fn, count: int) -> float:
+    """Mean seconds per call over exactly ``count`` calls (after two warm-up calls): a collective must
+    be called equally often in every process."""
+    fn()
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(count):
+        fn()
+    return (time.perf_counter() - t0) / count
 
 
 def model_step_seconds(
@@ -158,9 +185,8 @@ def model_step_seconds(
     """Mean seconds of one training step of ``profile``'s model at ``batch`` (real tensors, CPU).
 
     ``busy`` > 1 times the step in that many processes at once (a device whose neighbours on the node
-    are also computing: they share cores, caches and memory bandwidth). A synchronous step waits for
-    the slowest device *of that step*, so the ``i``-th steps of the processes are paired and the
-    result is ``mean_i max_r t_{r,i}``: the straggler wait a shared machine causes is in it.
+    are also computing: they share cores, caches and memory bandwidth), in lockstep as a synchronous
+    step runs, so the wait for the slower process of each step is in it (:func:`_busy_worker`).
     """
     key = ("step", _profile_args(profile), int(batch), n_threads, busy)
     if key not in _CACHE:
@@ -177,28 +203,25 @@ def _concurrent(
     profile, batch: int, n_threads: int, processes: int, seconds: float = 1.0, timeout_s: float = 120.0
 ) -> float:
     ctx = mp.get_context("spawn")
-    out, barrier = ctx.SimpleQueue(), ctx.Barrier(processes)
+    out = ctx.SimpleQueue()
+    store = os.path.join(tempfile.mkdtemp(prefix="escala-calib-"), "store")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     procs = [
         ctx.Process(
-            target=_busy_worker, args=(_profile_args(profile), int(batch), n_threads, seconds, barrier, out)
+            target=_busy_worker,
+            args=(r, _profile_args(profile), int(batch), n_threads, seconds, store, processes, out),
         )
-        for _ in range(processes)
+        for r in range(processes)
     ]
     alive = _run_until(procs, timeout_s)
-    results = []
-    while not out.empty():
-        results.append(out.get())
-    if alive or len(results) != processes:
+    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
         raise UserError(
             f"calibration: timing the model in {processes} processes did not finish within {timeout_s:.0f}s"
         )
-    results = [array("d", r) for r in results]
-    steps = min(len(r) for r in results)
-    return statistics.mean(max(r[i] for r in results) for i in range(steps))
+    return out.get()
 
 
-def empty_step_seconds(strategy: str, devices: int, batch: int, steps: int = 300, **kw) -> float:
+def empty_step_seconds(strategy: str, devices: int, batch: int, steps: int = 200, **kw) -> float:
     """Seconds per step of ``escala train`` running ``strategy`` on ``devices`` processes with an empty
     model (:data:`escala.plan.validate.EMPTY`): the fixed cost of a step of that strategy here.
 
@@ -223,20 +246,23 @@ def empty_step_seconds(strategy: str, devices: int, batch: int, steps: int = 300
     return _CACHE[key]
 
 
-def codec_seconds(name: str, numel: int, n_threads: int = 1) -> float:
-    """Seconds to encode and decode ``numel`` float32 gradient values with escala's codec ``name``."""
+def codec_seconds(name: str, numel: int, n_threads: int = 1, momentum: float = 0.0) -> tuple[float, float]:
+    """(encode, decode of one message) seconds for ``numel`` float32 gradient values with escala's codec
+    ``name``, built as a training run builds it (top-k with SGD: momentum correction at ``momentum``)."""
     from escala.parallel.data.codecs import build_codec
 
-    key = ("codec", name, numel, n_threads)
+    key = ("codec", name, numel, n_threads, momentum)
     if key not in _CACHE:
-        codec = build_codec(name)
+        codec = build_codec(name, topk_momentum=momentum if name == "topk" else 0.0)
         if codec is None:
-            return 0.0
+            return 0.0, 0.0
         size = min(numel, 2**20)
         g = torch.randn(size)
+        wire = codec.encode(g)
         with threads(n_threads):
-            t = _time_calls(lambda: codec.decode(codec.encode(g), size), 3, stat="mean")
-        _CACHE[key] = t * numel / size
+            enc = _time_calls(lambda: codec.encode(g), 3, stat="mean")
+            dec = _time_calls(lambda: codec.decode(wire, size), 3, stat="mean")
+        _CACHE[key] = (enc * numel / size, dec * numel / size)
     return _CACHE[key]
 
 

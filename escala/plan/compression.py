@@ -44,14 +44,15 @@ def wire_ratio(name: str, qsgd_bits: int = 4, topk_ratio: float = 0.01) -> float
     return nbytes(codec.encode(g)) / (4.0 * g.numel())
 
 
-def codec_seconds(name: str, elements: float, device: Device) -> tuple[float, float]:
-    """(encode, decode of one message) seconds for a gradient of ``elements`` float32 values."""
+def codec_seconds(name: str, elements: float, device: Device, momentum: float = 0.0) -> tuple[float, float]:
+    """(encode, decode of one message) seconds for a gradient of ``elements`` float32 values: memory
+    passes at the device's bandwidth, or on a measured device escala's codec timed here (top-k with its
+    momentum correction when the optimizer has momentum, as ``escala train`` runs it)."""
     if name == "none" or elements <= 0:
         return 0.0, 0.0
     enc, dec = PASSES[name]
     if device.measured:
         from escala.plan.calibrate import codec_seconds as measured
 
-        both = measured(name, int(elements), device.threads)
-        return both * enc / (enc + dec), both * dec / (enc + dec)
+        return measured(name, int(elements), device.threads, momentum)
     return enc * elements / device.memory_bandwidth, dec * elements / device.memory_bandwidth

@@ -34,6 +34,8 @@ from escala.plan.compression import SUMMABLE, codec_seconds, wire_ratio
 from escala.plan.overlap import buckets, exposed_comm
 from escala.plan.step import BACKWARD_SHARE, Setting, StepCost
 
+SGD_MOMENTUM = 0.9  # escala train's default momentum
+
 
 def _replica_memory(s: Setting, batch: float) -> tuple[float, dict[str, float]]:
     est = s.profile.memory(max(1, math.ceil(batch)))
@@ -55,13 +57,14 @@ def gradient_comm(
     """(exposed, total) seconds of averaging the gradients of ``params_share`` of the model."""
     c = s.cluster
     ratio = wire_ratio(codec, s.qsgd_bits, s.topk_ratio)
+    momentum = SGD_MOMENTUM if s.profile.optimizer == "sgd" else 0.0  # top-k's momentum correction (DGC)
     layers = [(p * params_share, f) for p, f in s.profile.grad_layers] or [
         (s.profile.params * params_share, 1.0)
     ]
     bucket_list = buckets(layers, c.bucket_bytes)
 
     def cost(nbytes: float) -> float:
-        enc, dec = codec_seconds(codec, nbytes / 4, c.device)
+        enc, dec = codec_seconds(codec, nbytes / 4, c.device, momentum)
         wire = nbytes * ratio
         if codec in SUMMABLE:
             return enc + group_allreduce(wire, devices, c, stride=stride) + dec

@@ -17,6 +17,13 @@ workers slows training. Sharding (``S``), fewer senders (``g``) and 16-bit trans
 move this knee out, by ``sqrt(S)``, ``sqrt(g)`` and ``sqrt(2)``. Under weak scaling throughput
 saturates at ``g S B_server b / P`` samples per second instead.
 
+**Staleness.** The step time above is that of a synchronous push/pull. Run asynchronously (Downpour
+SGD, escala's ``--strategy paramserver``), no worker waits for the others (the straggler wait goes)
+but each gradient is applied after, on average, the other ``W - 1`` workers' pushes of the same round:
+an expected staleness ``tau = W - 1`` (``staleness`` of the row). It costs convergence per step, not
+time per step (Zhang et al., "Staleness-aware Async-SGD", IJCAI 2016, divide the learning rate by
+``tau + 1``, as escala does by default), so the table reports it beside the throughput.
+
 On a one-node cluster all traffic stays inside the node: point-to-point messages over the ``[intra]``
 link (its ``p2p_*`` figures; a header then the payload, as escala's transport sends them). Each server
 applies the pushes one after another, an optimizer step over ``P / S`` bound by memory bandwidth
@@ -122,8 +129,9 @@ def paramserver_cost(
         b * workers,
         memory,
         wait=s.straggler_wait(compute, workers) if workers > 1 else 0.0,
+        staleness=float(workers - 1),
         layout={"data": workers, "servers": servers},
         comm_total=comm,
         memory_detail={"server_shard": shard, "activations": float(est.activation_bytes)},
-        note=f"synchronous push/pull, {desc}",
+        note=f"push/pull, {desc}; asynchronous: expected staleness {workers - 1}",
     )

@@ -55,7 +55,12 @@ def summary(plan: Plan, n_max: int) -> dict[str, Any]:
             "device_memory": c.device.memory,
             "sustained_flops": c.device.flops(s.profile.precision) if not c.device.measured else None,
             "measured": c.device.measured,
-            "intra": {"bandwidth": c.intra.bandwidth, "latency": c.intra.latency},
+            "intra": {
+                "bandwidth": c.intra.bandwidth,
+                "latency": c.intra.latency,
+                "p2p_bandwidth": c.intra.p2p_bandwidth,
+                "p2p_latency": c.intra.p2p_latency,
+            },
             "inter": {"bandwidth": c.inter.bandwidth, "latency": c.inter.latency},
             "calibration": c.calibration,
         },
@@ -79,7 +84,10 @@ def print_plan(plan: Plan) -> None:
         f"(fwd+bwd), batch {s.batch} ({s.scaling} scaling) on {c.name}: {c.nodes} x {c.devices_per_node} "
         f"{c.device.name}, {human_bytes(c.device.memory)} each"
     )
-    head = f"{'strategy':<16} {'N':>5} {'layout':<22} {'step ms':>9} {'compute':>8} {'comm':>8} {'bubble':>8} {'samples/s':>11} {'eff':>6} {'mem/dev':>11} fits"
+    head = (
+        f"{'strategy':<16} {'N':>5} {'layout':<22} {'step ms':>9} {'compute':>8} {'comm':>8} {'bubble':>8} "
+        f"{'ovh':>7} {'samples/s':>11} {'eff':>6} {'mem/dev':>11} {'stale':>5} fits"
+    )
     print(head)
     print("-" * len(head))
     for r in plan.rows:
@@ -88,8 +96,8 @@ def print_plan(plan: Plan) -> None:
             layout += f",M{r.layout['microbatches']}"
         print(
             f"{r.strategy:<16} {r.devices:>5} {layout:<22} {_ms(r.step):>9} {_ms(r.compute):>8} {_ms(r.comm):>8} "
-            f"{_ms(r.bubble + r.wait):>8} {r.throughput:>11,.1f} {r.efficiency:>6.3f} {human_bytes(r.memory):>11} "
-            f"{'yes' if r.fits else 'NO'}"
+            f"{_ms(r.bubble + r.wait):>8} {_ms(r.overhead):>7} {r.throughput:>11,.1f} {r.efficiency:>6.3f} "
+            f"{human_bytes(r.memory):>11} {r.staleness:>5.0f} {'yes' if r.fits else 'NO'}"
         )
     rec = plan.recommended
     if rec:

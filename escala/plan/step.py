@@ -97,6 +97,9 @@ class StepCost:
     bubble: float = 0.0
     wait: float = 0.0
     overhead: float = 0.0
+    staleness: float = (
+        0.0  # expected staleness of an update (asynchronous parameter servers): convergence, not time
+    )
     layout: dict[str, int] = field(default_factory=dict)
     comm_total: float = 0.0  # communication before any overlap
     memory_detail: dict[str, float] = field(default_factory=dict)
@@ -123,6 +126,7 @@ class StepCost:
             "bubble_s": self.bubble,
             "wait_s": self.wait,
             "overhead_s": self.overhead,
+            "staleness": self.staleness,
             "comm_total_s": self.comm_total,
             "samples_per_step": self.samples,
             "throughput": self.throughput,
