@@ -62,3 +62,11 @@ def test_two_workers_give_the_same_parameters_as_one():
 def test_bad_settings():
     with pytest.raises(UserError, match="sigma > 0"):
         EvolutionStrategy(nn.Linear(2, 1), lambda m, i: 0.0, sigma=0)
+
+
+def test_problem_size_options_and_step_time_apart_from_evaluation():
+    result = es_digits(iterations=3, pairs=2, hidden=(8,), problem_options={"batch": 32})
+    assert len(result["theta"]) == 64 * 8 + 8 + 8 * 10 + 10  # the 64-8-10 MLP
+    h = result["history"]
+    steps = [r["step_s"] for r in h]
+    assert steps == sorted(steps) and all(r["step_s"] <= r["wall_s"] for r in h)
