@@ -252,7 +252,7 @@ def main(quick: bool = False, docs: str | None = None) -> None:
         "workers through the chief); paramserver 1 worker + 1 server process; every row is `escala train`, one "
         f"thread per process; the median ratio of {spec['repeats']} alternating calibrate/predict/measure "
         f"round(s); {note}). The prediction uses only the calibration: the model's step timed alone and with "
-        "both cores busy (mean over steps of the slower process), gloo all-reduce and ping-pong, memory "
+        "both cores busy in lockstep (a barrier each step), gloo all-reduce and ping-pong, memory "
         "bandwidth, codec speed, and the step of an *empty* model (2 hidden units, 1x1x1 inputs) under the "
         "same strategy (the `overhead` column: measured empty step minus its prediction):\n\n"
         + markdown_table(
