@@ -112,3 +112,15 @@ def test_gloo_calibration_two_processes():
     assert out["allreduce_bandwidth"] > 0 and out["allreduce_latency"] >= 0
     assert len(out["allreduce_points"]) == 2
     assert out["p2p_bandwidth"] > 0 and out["p2p_latency"] >= 0 and len(out["p2p_points"]) == 2
+
+
+def test_lockstep_compute_and_empty_step_run():
+    """Two processes time the model in lockstep (a barrier each step), and an empty model trains
+    through escala train: both finish and give a positive time (no timing is asserted)."""
+    from escala.plan.calibrate import _CACHE, empty_step_seconds, model_step_seconds
+    from escala.plan.profile import profile_model
+
+    tiny = profile_model("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=(8,))
+    _CACHE.clear()
+    assert 0 < model_step_seconds(tiny, 4, busy=2) < 1
+    assert 0 < empty_step_seconds("allreduce", 1, 8, steps=20) < 1
