@@ -204,16 +204,17 @@ def _concurrent(
 ) -> float:
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
-    store = os.path.join(tempfile.mkdtemp(prefix="escala-calib-"), "store")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    procs = [
-        ctx.Process(
-            target=_busy_worker,
-            args=(r, _profile_args(profile), int(batch), n_threads, seconds, store, processes, out),
-        )
-        for r in range(processes)
-    ]
-    alive = _run_until(procs, timeout_s)
+    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
+        store = os.path.join(store_dir, "store")
+        procs = [
+            ctx.Process(
+                target=_busy_worker,
+                args=(r, _profile_args(profile), int(batch), n_threads, seconds, store, processes, out),
+            )
+            for r in range(processes)
+        ]
+        alive = _run_until(procs, timeout_s)
     if alive or any(p.exitcode != 0 for p in procs) or out.empty():
         raise UserError(
             f"calibration: timing the model in {processes} processes did not finish within {timeout_s:.0f}s"
@@ -355,14 +356,14 @@ def gloo_allreduce(sizes: tuple[int, ...] = SIZES, repeats: int = 7, timeout_s: 
         return _CACHE[key]
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
-    store_dir = tempfile.mkdtemp(prefix="escala-calib-")
-    store = os.path.join(store_dir, "store")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    procs = [
-        ctx.Process(target=_allreduce_worker, args=(r, store, sizes, repeats, timeout_s, out))
-        for r in range(2)
-    ]
-    alive = _run_until(procs, timeout_s)
+    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
+        store = os.path.join(store_dir, "store")
+        procs = [
+            ctx.Process(target=_allreduce_worker, args=(r, store, sizes, repeats, timeout_s, out))
+            for r in range(2)
+        ]
+        alive = _run_until(procs, timeout_s)
     if alive or any(p.exitcode != 0 for p in procs) or out.empty():
         raise UserError(f"calibration: the 2-process gloo all-reduce did not finish within {timeout_s:.0f}s")
     times, one_way = out.get()
