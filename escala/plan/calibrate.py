@@ -5,7 +5,10 @@
 * ``model_step_seconds``: the model's own forward + backward + SGD step at a batch size, the *mean* of
   timed steps (what ``compute = "measure"`` uses instead of FLOPs / peak); with ``busy`` processes at
   once, in lockstep (a barrier after each step, its own cost subtracted): a synchronous step waits
-  for the slower process of each step;
+  for the slower process of each step; the same processes then time an all-reduce of the gradient's
+  bytes issued right after each step against the same all-reduce back to back
+  (``post_step_allreduce_factor``: on this machine about 1.4, the all-reduce of a step is slower than
+  a tight loop of them shows);
 * ``gloo_allreduce``: two local processes joined through a FileStore (no port to race for) all-reduce
   float32 tensors of several sizes; a least-squares line ``t(n) = c0 + c1 n`` through the mean times
   gives, for the 2-process ring ``t = 2 a + 2 (p-1)/p n b = 2a + n b``, the latency ``a = c0 / 2``
@@ -122,6 +125,7 @@ def _step_loop(name, shape, classes, hidden, optimizer, batch, repeats):
         loss.backward()
         opt.step()
 
+    step.numel = sum(p.numel() for p in model.parameters())
     return step
 
 
@@ -161,8 +165,18 @@ def _busy_worker(rank, args, batch, n_threads, seconds, store_path, processes, o
         count = min(int(agreed), 2000)
         both = _fixed_count_mean(lockstep, count)
         barrier = _fixed_count_mean(lambda: dist.all_reduce(flag), count)
+        # The gradient all-reduce as a synchronous step issues it: right after the step, on a buffer of
+        # the gradient's size, against the same all-reduce back to back.
+        grads = torch.zeros(step.numel)
+
+        def after_step() -> None:
+            step()
+            dist.all_reduce(grads)
+
+        post = _fixed_count_mean(after_step, count) - both + barrier
+        alone = _fixed_count_mean(lambda: dist.all_reduce(grads), min(count, 200))
         if rank == 0:
-            out.put(max(both - barrier, 0.0))
+            out.put((max(both - barrier, 0.0), max(post, 0.0) / max(alone, 1e-9)))
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -195,8 +209,18 @@ def model_step_seconds(
             with threads(n_threads):
                 _CACHE[key] = _time_calls(step, repeats, warmup=2, stat="mean")
         else:
-            _CACHE[key] = _concurrent(profile, batch, n_threads, busy)
+            _CACHE[key], _CACHE[("post", *key[1:])] = _concurrent(profile, batch, n_threads, busy)
     return _CACHE[key] * fraction
+
+
+def post_step_allreduce_factor(profile, batch: int, n_threads: int = 1, busy: int = 2) -> float:
+    """How many times its back-to-back time an all-reduce of the model's gradient bytes costs when
+    each of ``busy`` processes issues it right after a training step of the model, in lockstep (as a
+    synchronous step does; :func:`_busy_worker`). 1 for a single process."""
+    if busy <= 1:
+        return 1.0
+    model_step_seconds(profile, batch, n_threads, busy=busy)
+    return _CACHE[("post", _profile_args(profile), int(batch), n_threads, busy)]
 
 
 def _concurrent(
@@ -222,25 +246,30 @@ def _concurrent(
     return out.get()
 
 
-def empty_step_seconds(strategy: str, devices: int, batch: int, steps: int = 200, **kw) -> float:
+def empty_step_seconds(
+    strategy: str, devices: int, batch: int, steps: int = 200, hidden: tuple | None = None, **kw
+) -> float:
     """Seconds per step of ``escala train`` running ``strategy`` on ``devices`` processes with an empty
     model (:data:`escala.plan.validate.EMPTY`): the fixed cost of a step of that strategy here.
 
     What it buys is the part of a step no FLOP or byte count sees: escala's loop (fetching the batch,
     the scheduler, hooks, metrics), DDP's bookkeeping, message headers and the wake-up of a process
-    that blocked waiting for a peer. The planner subtracts what it predicts for the same empty model
+    that blocked waiting for a peer. ``hidden``: the empty model's widths (2 units per layer; as many
+    layers as the model predicted, so per-layer costs such as hooks and DTensor dispatch are in it).
+    The planner subtracts what it predicts for the same empty model
     and keeps the rest as ``overhead`` (:meth:`escala.plan.step.Setting.overhead`).
     """
     from escala.plan.validate import EMPTY, measured_step, train_fields
 
-    key = ("empty", strategy, devices, batch, steps, tuple(sorted(kw.items())))
+    hidden = tuple(hidden or EMPTY["hidden"])
+    key = ("empty", strategy, devices, batch, steps, hidden, tuple(sorted(kw.items())))
     if key not in _CACHE:
         fields = train_fields(strategy, devices, **kw)
         replicas = fields["workers"]
         _CACHE[key] = measured_step(
             fields,
             shape=EMPTY["shape"],
-            hidden=EMPTY["hidden"],
+            hidden=hidden,
             batch=batch,
             samples=batch * replicas * steps,
         )

@@ -44,13 +44,21 @@ def wire_ratio(name: str, qsgd_bits: int = 4, topk_ratio: float = 0.01) -> float
     return nbytes(codec.encode(g)) / (4.0 * g.numel())
 
 
-def codec_seconds(name: str, elements: float, device: Device, momentum: float = 0.0) -> tuple[float, float]:
+def codec_seconds(
+    name: str, elements: float, device: Device, momentum: float = 0.0, busy: int = 1
+) -> tuple[float, float]:
     """(encode, decode of one message) seconds for a gradient of ``elements`` float32 values: memory
     passes at the device's bandwidth, or on a measured device escala's codec timed here (top-k with its
-    momentum correction when the optimizer has momentum, as ``escala train`` runs it)."""
+    momentum correction when the optimizer has momentum, as ``escala train`` runs it), with ``busy``
+    processes of the node coding at once, in lockstep, as the workers of a synchronous step do (they
+    share the memory bandwidth the codecs are bound by)."""
     if name == "none" or elements <= 0:
         return 0.0, 0.0
     enc, dec = PASSES[name]
+    if device.measured and busy > 1:
+        from escala.plan.calibrate_comm import codec_seconds_busy
+
+        return codec_seconds_busy(name, int(elements), momentum, busy, device.threads)
     if device.measured:
         from escala.plan.calibrate import codec_seconds as measured
 

@@ -9,6 +9,10 @@ under strong scaling). With compute ``c(b)`` and backward ``T_b = 2/3 c``:
 
       step = c(b) + exposed(buckets) + wait_N
 
+  On a measured machine each bucket's all-reduce costs ``k`` times the link's alpha-beta time: ``k``
+  is measured with the all-reduce issued right after a step of the model in lockstep, as training
+  issues it, against the same all-reduce back to back (:meth:`Setting.allreduce_factor`);
+
 * **compressed all-reduce**: the same buckets at ``ratio`` of the bytes plus encode time; non-summable
   codecs all-gather and decode ``N`` messages per bucket (:mod:`escala.plan.compression`);
 * **local SGD** (Lin et al., "Don't Use Large Mini-Batches, Use Local SGD", ICLR 2020; Stich 2019):
@@ -53,8 +57,10 @@ def gradient_comm(
     codec: str = "none",
     params_share: float = 1.0,
     stride: int = 1,
+    factor: float = 1.0,
 ) -> tuple[float, float]:
-    """(exposed, total) seconds of averaging the gradients of ``params_share`` of the model."""
+    """(exposed, total) seconds of averaging the gradients of ``params_share`` of the model; a summable
+    all-reduce costs ``factor`` times the link's (:meth:`Setting.allreduce_factor`)."""
     c = s.cluster
     ratio = wire_ratio(codec, s.qsgd_bits, s.topk_ratio)
     momentum = SGD_MOMENTUM if s.profile.optimizer == "sgd" else 0.0  # top-k's momentum correction (DGC)
@@ -62,12 +68,13 @@ def gradient_comm(
         (s.profile.params * params_share, 1.0)
     ]
     bucket_list = buckets(layers, c.bucket_bytes)
+    busy = min(devices, c.devices_per_node)  # workers of a node coding at the same moment
 
     def cost(nbytes: float) -> float:
-        enc, dec = codec_seconds(codec, nbytes / 4, c.device, momentum)
+        enc, dec = codec_seconds(codec, nbytes / 4, c.device, momentum, busy)
         wire = nbytes * ratio
         if codec in SUMMABLE:
-            return enc + group_allreduce(wire, devices, c, stride=stride) + dec
+            return enc + factor * group_allreduce(wire, devices, c, stride=stride) + dec
         return enc + group_allgather(wire, devices, c, stride=stride) + devices * dec
 
     if devices <= 1:
@@ -78,7 +85,8 @@ def gradient_comm(
 def allreduce_cost(s: Setting, devices: int, codec: str = "none") -> StepCost:
     b = s.replica_batch(devices)
     compute = s.compute(b, devices=devices)
-    exposed, total = gradient_comm(s, devices, compute, codec=codec)
+    factor = s.allreduce_factor(b, devices) if devices > 1 else 1.0
+    exposed, total = gradient_comm(s, devices, compute, codec=codec, factor=factor)
     memory, detail = _replica_memory(s, b)
     name = "allreduce" if codec == "none" else f"allreduce+{codec}"
     return StepCost(
@@ -101,7 +109,9 @@ def localsgd_cost(s: Setting, devices: int) -> StepCost:
     h = max(1, s.localsgd_h)
     b = s.replica_batch(devices)
     compute = s.compute(b, devices=devices)
-    total = group_allreduce(s.profile.param_bytes, devices, s.cluster) if devices > 1 else 0.0
+    total = 0.0
+    if devices > 1:  # the average follows a step, as the gradient all-reduce does
+        total = s.allreduce_factor(b, devices) * group_allreduce(s.profile.param_bytes, devices, s.cluster)
     memory, detail = _replica_memory(s, b)
     wait = s.straggler_wait(compute, devices) / math.sqrt(h) if devices > 1 else 0.0
     return StepCost(
@@ -126,7 +136,7 @@ def backup_count(s: Setting, devices: int) -> int:
 
 def backup_cost(s: Setting, devices: int) -> StepCost | None:
     """``devices`` workers of which ``backup_count`` are backups; None when there are too few."""
-    from escala.plan.paramserver import server_traffic
+    from escala.plan.paramserver import BACKUP_COPIES, server_traffic
 
     n_b = backup_count(s, devices)
     keep = devices - n_b
@@ -135,7 +145,7 @@ def backup_cost(s: Setting, devices: int) -> StepCost | None:
     b = s.replica_batch(keep)
     compute = s.compute(b, devices=devices)
     # Rank 0 (the chief) holds the parameters and aggregates: its own gradient never travels.
-    comm, detail_ps = server_traffic(s, devices - 1)
+    comm, detail_ps = server_traffic(s, devices - 1, copies=BACKUP_COPIES)
     memory, detail = _replica_memory(s, b)
     return StepCost(
         "backup",

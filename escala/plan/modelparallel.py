@@ -24,7 +24,12 @@ its parameters, gradients and optimizer state plus ``min(M, K - k)`` micro-batch
 column-then-row so one all-reduce of a layer's output (forward) or input gradient (backward) per layer
 keeps the shards consistent::
 
-    step = c(b) / T + sum_layers allreduce_T(out_bytes_l * b) + data-parallel all-reduce of P / T
+    step = c(b) (s / T + 1 - s) + sum_messages allreduce_T(bytes_m * b) + data-parallel all-reduce of P / T
+
+with ``s`` the FLOP share of the split layers. escala's engine pairs Linear layers (column, row) and
+all-reduces each pair's output forward and its input gradient backward (none for a first layer, whose
+input needs no gradient), so the messages are those (:func:`escala.plan.profile.tensor_messages`); for a
+model it cannot split, one all-reduce per weight layer of its output.
 
 Memory: ``1/T`` of the model state and of the split activations; the all-reduced layer outputs stay
 whole on every shard (counted as half the saved activations: an approximation).
@@ -102,13 +107,17 @@ def tensor_cost(s: Setting, shards: int, replicas: int = 1) -> StepCost:
     devices = shards * replicas
     b = s.replica_batch(replicas)
     full = s.compute(b, devices=devices)
-    compute = full / shards
+    share = s.profile.tp_split_share
+    compute = full * (share / shards + (1 - share))  # unpaired layers run whole on every shard
     link = c.intra if shards <= c.devices_per_node else c.inter
-    layers = max(1, s.profile.tp_layers)
-    # One all-reduce per weight layer; their sizes differ, the ring's bandwidth term only sees the sum.
-    act = s.profile.tp_bytes_per_sample * b
+    messages = s.profile.tp_messages
+    layers = len(messages) if messages else max(1, s.profile.tp_layers)
     comm = 0.0
-    if shards > 1:
+    if shards > 1 and messages:  # escala's Linear pairs: the all-reduces the engine makes
+        comm = sum(allreduce(m * b, shards, link, "ring") for m in messages)
+    elif shards > 1:
+        # One all-reduce per weight layer; their sizes differ, the ring's bandwidth term only sees the sum.
+        act = s.profile.tp_bytes_per_sample * b
         comm = allreduce(act, shards, link, "ring") + (layers - 1) * 2 * (shards - 1) * link.latency
     dp_exposed = 0.0
     if replicas > 1:
@@ -127,7 +136,7 @@ def tensor_cost(s: Setting, shards: int, replicas: int = 1) -> StepCost:
         layout={"tensor": shards, "data": replicas},
         comm_total=comm + dp_exposed,
         memory_detail={"state": s.profile.state_bytes(s.profile.params / shards), "activations": acts},
-        note=f"T={shards}: {layers} weight layers split, {layers} activation all-reduces per step",
+        note=f"T={shards}: {layers} activation all-reduces per step",
     )
 
 

@@ -25,9 +25,12 @@ time per step (Zhang et al., "Staleness-aware Async-SGD", IJCAI 2016, divide the
 ``tau + 1``, as escala does by default), so the table reports it beside the throughput.
 
 On a one-node cluster all traffic stays inside the node: point-to-point messages over the ``[intra]``
-link (its ``p2p_*`` figures; a header then the payload, as escala's transport sends them). Each server
+link (its ``p2p_*`` figures; a header then the payload, as escala's transport sends them); on a
+measured machine, half a round trip through escala's transport timed here for the message size
+(:func:`escala.plan.calibrate_comm.transport_link`). Each server
 applies the pushes one after another, an optimizer step over ``P / S`` bound by memory bandwidth
-(:func:`update_seconds`), and each worker packs and unpacks its message (:func:`pack_seconds`).
+(:func:`update_seconds`), and the engine copies the model a few times per step to pack and unpack its
+messages (:data:`PS_COPIES`, :data:`BACKUP_COPIES`; :func:`pack_seconds`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ from escala.plan.compression import wire_ratio
 from escala.plan.step import Setting, StepCost
 
 HEADER_BYTES = 64  # a message's header (escala's transport: 8 int64 fields, sent before the payload)
+# Whole-model copies a step makes in escala's engines (counted in their code), on the critical path:
+# a parameter-server worker flattens its gradients (cat), takes their mean over the pushes (a new
+# tensor), flattens its parameters and clones them, and writes the received shard into them;
+PS_COPIES = 5
+# backup workers: a worker flattens its gradient; the chief clones its own, adds the others, divides,
+# hands the mean back to the layers (a clone per layer) and flattens the new parameters for the reply.
+BACKUP_COPIES = 6
 
 
 def server_traffic(
@@ -49,8 +59,10 @@ def server_traffic(
     aggregate: str = "device",
     codec: str = "none",
     placement: str | None = None,
+    copies: int = PS_COPIES,
 ) -> tuple[float, str]:
-    """(seconds of push + pull per step, a short description)."""
+    """(seconds of push + pull per step, a short description); ``copies``: whole-model copies on the
+    critical path of a step (:func:`pack_seconds`)."""
     c = s.cluster
     servers = servers or c.ps_servers
     placement = placement or c.ps_placement
@@ -62,7 +74,15 @@ def server_traffic(
     local = 0.0
     if g > 1:  # reduce inside the node before the push, broadcast after the pull
         local = allreduce(pbytes, g, c.intra, "ring") + ring_allgather(pbytes, g, c.intra)
-    if c.nodes == 1:  # point-to-point messages over the node's link: a header, then the payload
+    if c.nodes == 1 and c.device.measured:  # escala's transport timed here: header + payload
+        from escala.plan.calibrate_comm import transport_link
+
+        link = transport_link(c.intra)
+        one_way = max(
+            link.message(senders * pbytes / servers) + (senders - 1) * link.message(0),
+            link.message(pbytes),
+        )
+    elif c.nodes == 1:  # point-to-point messages over the node's link: a header, then the payload
         link = c.intra
         one_way = link.message(HEADER_BYTES) + max(
             link.message(senders * pbytes / servers) + (senders - 1) * link.message(HEADER_BYTES),
@@ -82,7 +102,7 @@ def server_traffic(
     # The server applies the senders' pushes one after another; each worker packs its gradient into
     # one message and unpacks the parameters it gets back.
     update = senders * update_seconds(s, s.profile.params / servers)
-    return 2 * one_way + local + update + pack_seconds(s, s.profile.params), desc
+    return 2 * one_way + local + update + pack_seconds(s, s.profile.params, copies), desc
 
 
 def update_seconds(s: Setting, params: float) -> float:
@@ -92,10 +112,16 @@ def update_seconds(s: Setting, params: float) -> float:
     return 4.0 * params * (3 + 2 * s.profile.slots) / s.cluster.device.memory_bandwidth
 
 
-def pack_seconds(s: Setting, params: float) -> float:
-    """Flatten the gradients into one message and copy the received parameters back into the layers:
-    two copies, each reading and writing ``4 params`` bytes."""
-    return 2 * 2 * 4.0 * params / s.cluster.device.memory_bandwidth
+def pack_seconds(s: Setting, params: float, copies: int = PS_COPIES) -> float:
+    """``copies`` copies of the ``4 params`` bytes of the model into fresh buffers: each reads and
+    writes them at the device's memory bandwidth or, on a measured device, costs what cloning a tensor
+    of that size costs here (allocation and first-touch page faults included:
+    :func:`escala.plan.calibrate_comm.copy_seconds`)."""
+    if s.cluster.device.measured:
+        from escala.plan.calibrate_comm import copy_seconds
+
+        return copies * copy_seconds(4.0 * params, s.cluster.device.threads)
+    return copies * 2 * 4.0 * params / s.cluster.device.memory_bandwidth
 
 
 def paramserver_cost(

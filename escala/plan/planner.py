@@ -89,7 +89,8 @@ def step_overhead(s: Setting, strategy: str, row: StepCost) -> float:
 def measured_overhead(s: Setting, strategy: str, row: StepCost) -> float:
     """An empty model's measured step under ``strategy`` here, minus this model's prediction for it.
 
-    The empty model (one hidden layer of two units on 1x1x1 inputs) has no compute and no bytes to
+    The empty model (two units per hidden layer, as many layers as an mlp being predicted, on 1x1x1
+    inputs) has no compute and no bytes to
     speak of, so what its step costs beyond the prediction is the strategy's fixed cost on this machine;
     it is added to every model's prediction. 0 for a layout this machine cannot run.
     """
@@ -98,9 +99,10 @@ def measured_overhead(s: Setting, strategy: str, row: StepCost) -> float:
     from escala.plan.validate import EMPTY
 
     dev = s.cluster.device
-    empty = profile_model(
-        "mlp", input_shape=EMPTY["shape"], num_classes=s.profile.num_classes, hidden=EMPTY["hidden"]
-    )
+    # As many layers as the model (an mlp), each of two units: per-layer fixed costs (autograd hooks,
+    # DTensor dispatch, one collective per tensor-parallel message) are in the empty step.
+    hidden = (2,) * len(s.profile.hidden) if s.profile.name == "mlp" and s.profile.hidden else EMPTY["hidden"]
+    empty = profile_model("mlp", input_shape=EMPTY["shape"], num_classes=s.profile.num_classes, hidden=hidden)
     quiet = replace(s.cluster, device=replace(dev, overhead_measured=False, step_overhead=0.0))
     predicted, _ = predict(replace(s, cluster=quiet, profile=empty), strategy, row.devices)
     replicas = row.layout.get("data", 1)
@@ -110,6 +112,7 @@ def measured_overhead(s: Setting, strategy: str, row: StepCost) -> float:
             strategy,
             row.devices,
             batch,
+            hidden=hidden,
             h=s.localsgd_h,
             microbatches=row.layout.get("microbatches", 4),
             backups=row.layout.get("backups", 0),

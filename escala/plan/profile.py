@@ -52,6 +52,10 @@ class ModelProfile:
         default_factory=list
     )  # (params, flops) of each leaf, forward order
     model: nn.Module = field(repr=False, default=None)
+    # escala's tensor engine (Megatron pairs of Linear layers, :mod:`escala.parallel.model.tensor`):
+    # bytes per sample of each activation all-reduce of a step, and the FLOP share of the split layers
+    tp_messages: list[float] = field(default_factory=list)
+    tp_split_share: float = 1.0
 
     @property
     def param_bytes(self) -> float:
@@ -187,6 +191,7 @@ def profile_model(
     for layer in est.layers:
         if layer.kind in WEIGHT_LAYERS:
             tp_bytes += math.prod(layer.out_shape) * elem  # batch 1: per sample
+    tp_messages, tp_split = tensor_messages(model, elem, per_child, total)
     return ModelProfile(
         name=name,
         input_shape=shape,
@@ -202,4 +207,36 @@ def profile_model(
         hidden=tuple(hidden),
         grad_layers=grad_layers,
         model=model,
+        tp_messages=tp_messages,
+        tp_split_share=tp_split,
     )
+
+
+def tensor_messages(
+    model: nn.Module, elem: int, per_child: dict[str, float], total: float
+) -> tuple[list[float], float]:
+    """What escala's tensor engine all-reduces per step, per sample, and the FLOP share it splits.
+
+    Each Linear pair (column, row) all-reduces the row layer's output forward and the column layer's
+    input gradient backward, except for a column layer no weight layer precedes (its input needs no
+    gradient). Unpaired layers stay whole on every rank. ``([], 1.0)`` for a model the engine cannot
+    split (not an ``nn.Sequential`` of Linear pairs): the planner then counts one all-reduce per
+    weight layer.
+    """
+    from escala.parallel.model.tensor import linear_pairs
+
+    try:
+        pairs, _ = linear_pairs(model)
+    except UserError:
+        return [], 1.0
+    if not pairs:
+        return [], 1.0
+    children = dict(model.named_children())
+    first = next((n for n, m in children.items() if any(True for _ in m.parameters())), None)
+    messages: list[float] = []
+    for col, row in pairs:
+        messages.append(float(children[row].out_features * elem))
+        if col != first:
+            messages.append(float(children[col].in_features * elem))
+    split = sum(per_child.get(n, 0.0) for pair in pairs for n in pair)
+    return messages, (split / total if total else 1.0)

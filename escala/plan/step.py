@@ -69,6 +69,17 @@ class Setting:
             return model_step_seconds(self.profile, max(1, round(batch)), dev.threads, busy=busy) * fraction
         return self.profile.flops_per_sample * batch * fraction / dev.flops(self.profile.precision)
 
+    def allreduce_factor(self, batch: float, devices: int) -> float:
+        """On a measured device, how much slower the gradient all-reduce is when issued right after a
+        step than back to back (:func:`escala.plan.calibrate.post_step_allreduce_factor`); else 1."""
+        dev = self.cluster.device
+        busy = min(devices, self.cluster.devices_per_node)
+        if not dev.measured or busy <= 1:
+            return 1.0
+        from escala.plan.calibrate import post_step_allreduce_factor
+
+        return post_step_allreduce_factor(self.profile, max(1, round(batch)), dev.threads, busy)
+
     def straggler_wait(self, compute: float, workers: int, keep: int | None = None) -> float:
         """Expected wait for the ``keep``-th fastest of ``workers`` (all of them by default).
 

@@ -95,9 +95,10 @@ def test_paramserver_by_hand(mlp):
     comm, _ = server_traffic(s, 8)
     server = 1e-5 + 8 * p / 2 / 1e9
     worker = 1e-5 + 4 * p / 1e9  # four devices share a node's card
-    # 8 pushes applied by each server (SGD + momentum: 5 passes over its half), pack + unpack: 4 passes
+    # 8 pushes applied by each server (SGD + momentum: 5 passes over its half); the worker's 5 copies
+    # of the model (flatten, mean, flatten parameters, clone, write the shard back): 10 passes
     assert mlp.slots == 1
-    memory = 8 * 5 * (p / 2) / 1e11 + 4 * p / 1e11
+    memory = 8 * 5 * (p / 2) / 1e11 + 10 * p / 1e11
     assert comm == pytest.approx(2 * max(server, worker) + memory)
     half, _ = server_traffic(s, 8, codec="fp16")
     assert half == pytest.approx(2 * max(1e-5 + 8 * p / 4 / 1e9, 1e-5 + 2 * p / 1e9) + memory)
@@ -159,11 +160,22 @@ def test_tensor_by_hand(mlp):
     c = cluster()
     s = Setting(c, mlp, 32)
     row = tensor_cost(s, 4)
-    act = mlp.tp_bytes_per_sample * 32
-    layers = mlp.tp_layers
-    expect = ring_allreduce(act, 4, c.intra) + (layers - 1) * 2 * 3 * c.intra.latency
-    assert row.comm == pytest.approx(expect)
-    assert row.compute == pytest.approx(mlp.flops_per_sample * 32 / 1e12 / 4)
+    # 784 -> 256 -> 128 -> 10: one pair (784->256 column, 256->128 row), the last layer unpaired.
+    # Forward all-reduces the pair's 128 outputs; the first layer's input needs no gradient.
+    assert mlp.tp_messages == [128 * 4.0]
+    assert row.comm == pytest.approx(ring_allreduce(128 * 4.0 * 32, 4, c.intra))
+    share = mlp.tp_split_share
+    by_child = {ch.name: ch.flops for ch in mlp.children}
+    paired = [ch.name for ch in mlp.children if ch.params][:2]
+    assert share == pytest.approx(sum(by_child[n] for n in paired) / mlp.flops_per_sample)
+    full = mlp.flops_per_sample * 32 / 1e12
+    assert row.compute == pytest.approx(full * (share / 4 + 1 - share))
+
+
+def test_tensor_backward_allreduce_after_the_first_pair():
+    deep = profile_model("mlp", input_shape=(16,), num_classes=10, hidden=(32, 32, 32, 32))
+    # pairs (16->32, 32->32), (32->32, 32->32): forward 32 + 32 outputs, backward the second pair's input
+    assert deep.tp_messages == [128.0, 128.0, 128.0]
 
 
 def test_straggler_wait_and_backups():
@@ -224,7 +236,9 @@ def test_one_node_paramserver_uses_point_to_point_messages(mlp):
     p = 4.0 * mlp.params
     comm, _ = server_traffic(s, 1)
     one_way = (2e-5 + 64 / 4e9) + (2e-5 + p / 4e9)
-    assert comm == pytest.approx(2 * one_way + 5 * p / 1e11 + 4 * p / 1e11)
+    assert comm == pytest.approx(2 * one_way + 5 * p / 1e11 + 10 * p / 1e11)
+    chief, _ = server_traffic(s, 1, copies=6)  # backup workers: 6 copies through the chief
+    assert chief == pytest.approx(comm + 2 * p / 1e11)
 
 
 def test_fixed_step_overhead_is_added(mlp):

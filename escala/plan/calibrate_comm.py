@@ -1,0 +1,180 @@
+"""Calibrations of communication *as training does it* on the machine at hand (two local processes).
+
+:mod:`escala.plan.calibrate` times gloo's primitives back to back. Training does not call them that
+way, and these microbenchmarks reproduce the access pattern of the real engines, on synthetic data
+(never the model being predicted):
+
+* ``transport_round_trip``: the parameter server's and the backup chief's exchange through escala's
+  own transport (:class:`escala.parallel.data.transport.C10dTransport`): process 0 sends a header and
+  an ``n``-byte payload, process 1 receives it from any source and answers with a header and ``n``
+  bytes, process 0 receives the answer. A least-squares line ``t(n) = c0 + c1 n`` through the mean
+  round trips gives a one-way message ``c0 / 2 + n c1 / 2`` (what :func:`transport_link` returns);
+  next to gloo's raw ping-pong it adds the header message, the matching by tag, the non-blocking
+  sends and the payload allocations the protocol makes.
+
+* ``codec_seconds_busy``: escala's gradient codec timed in ``busy`` processes at once, in lockstep (a
+  4-byte all-reduce after each call, its own cost subtracted), as every worker of a synchronous step
+  encodes its gradient at the same moment: the codecs are memory-bound, and two processes share the
+  machine's memory bandwidth and caches (compute is timed the same way:
+  :func:`escala.plan.calibrate.model_step_seconds`).
+
+* ``copy_seconds``: cloning a float32 tensor of ``n`` bytes into a fresh buffer, as the engines'
+  ``torch.cat``, ``clone`` and ``parameters_to_vector`` do (allocation and first-touch page faults of
+  a new buffer included, which a copy into a preallocated one does not see).
+
+Means over an agreed number of calls (a collective must be called equally often in every process);
+processes have a timeout and are killed past it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from datetime import timedelta
+
+import torch
+import torch.multiprocessing as mp
+
+from escala.errors import UserError
+from escala.plan.calibrate import _CACHE, _agreed_mean, _run_until, fit_line
+
+TRANSPORT_SIZES = (2**8, 2**16, 2**19, 2**21, 2**22)  # payload bytes
+
+
+def _transport_worker(rank: int, store_path: str, sizes: tuple[int, ...], repeats: int, out) -> None:
+    import torch.distributed as dist
+
+    from escala.parallel.data.transport import C10dTransport
+
+    torch.set_num_threads(1)
+    store = dist.FileStore(store_path, 2)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2, timeout=timedelta(seconds=60))
+    try:
+        transport = C10dTransport()
+        times = []
+        for nbytes in sizes:
+            payload = torch.ones(max(1, nbytes // 4))
+
+            def round_trip(payload=payload) -> None:
+                if rank == 0:
+                    transport.send(1, [1, 0, 0, 0], payload)
+                    transport.recv_from(1)
+                else:
+                    transport.recv_any()
+                    transport.send(0, [2, 0], payload)
+
+            times.append(_agreed_mean(round_trip, repeats))
+        transport.flush()
+        if rank == 0:
+            out.put(times)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def transport_round_trip(
+    sizes: tuple[int, ...] = TRANSPORT_SIZES, repeats: int = 20, timeout_s: float = 60.0
+) -> dict:
+    """Round trips of ``sizes`` payload bytes through escala's transport between two processes:
+    ``{"latency": c0, "seconds_per_byte": c1, "points": [[bytes, seconds], ...]}``."""
+    key = ("transport", sizes, repeats)
+    if key in _CACHE:
+        return _CACHE[key]
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
+        store = os.path.join(store_dir, "store")
+        procs = [
+            ctx.Process(target=_transport_worker, args=(r, store, sizes, repeats, out)) for r in range(2)
+        ]
+        alive = _run_until(procs, timeout_s)
+    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
+        raise UserError(f"calibration: the transport round trip did not finish within {timeout_s:.0f}s")
+    times = out.get()
+    c0, c1 = fit_line([float(s) for s in sizes], times)
+    _CACHE[key] = {"latency": c0, "seconds_per_byte": c1, "points": [[s, t] for s, t in zip(sizes, times)]}
+    return _CACHE[key]
+
+
+def _codec_worker(rank, store_path, processes, name, numel, momentum, n_threads, out) -> None:
+    import torch.distributed as dist
+
+    from escala.parallel.data.codecs import build_codec
+    from escala.plan.calibrate import _fixed_count_mean
+
+    torch.set_num_threads(n_threads)
+    store = dist.FileStore(store_path, processes)
+    dist.init_process_group(
+        "gloo", store=store, rank=rank, world_size=processes, timeout=timedelta(seconds=60)
+    )
+    try:
+        codec = build_codec(name, topk_momentum=momentum if name == "topk" else 0.0, seed=rank)
+        g = torch.randn(numel, generator=torch.Generator().manual_seed(rank))
+        wire = codec.encode(g)
+        flag = torch.zeros(1)
+
+        def encode() -> None:
+            codec.encode(g)
+            dist.all_reduce(flag)
+
+        def decode() -> None:
+            codec.decode(wire, numel)
+            dist.all_reduce(flag)
+
+        barrier = _fixed_count_mean(lambda: dist.all_reduce(flag), 50)
+        enc = _fixed_count_mean(encode, 10)
+        dec = _fixed_count_mean(decode, 10)
+        if rank == 0:
+            out.put((max(enc - barrier, 0.0), max(dec - barrier, 0.0)))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def codec_seconds_busy(
+    name: str, numel: int, momentum: float = 0.0, busy: int = 2, n_threads: int = 1, timeout_s: float = 120.0
+) -> tuple[float, float]:
+    """(encode, decode) seconds of codec ``name`` on ``numel`` values with ``busy`` processes coding at
+    once (see above); ``numel`` is capped at 2**20 and the times scaled linearly past it."""
+    key = ("codec-busy", name, numel, momentum, busy, n_threads)
+    if key in _CACHE:
+        return _CACHE[key]
+    size = min(numel, 2**20)
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
+        store = os.path.join(store_dir, "store")
+        procs = [
+            ctx.Process(target=_codec_worker, args=(r, store, busy, name, size, momentum, n_threads, out))
+            for r in range(busy)
+        ]
+        alive = _run_until(procs, timeout_s)
+    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
+        raise UserError(
+            f"calibration: timing codec {name} in {busy} processes did not finish within {timeout_s:.0f}s"
+        )
+    enc, dec = out.get()
+    _CACHE[key] = (enc * numel / size, dec * numel / size)
+    return _CACHE[key]
+
+
+def copy_seconds(nbytes: float, n_threads: int = 1) -> float:
+    """Mean seconds of ``x.clone()`` for a float32 ``x`` of ``nbytes`` (see above)."""
+    from escala.plan.calibrate import _time_calls, threads
+
+    numel = max(1, int(nbytes // 4))
+    key = ("clone", numel, n_threads)
+    if key not in _CACHE:
+        x = torch.randn(numel)
+        with threads(n_threads):
+            _CACHE[key] = _time_calls(x.clone, 20, warmup=3, min_seconds=0.3, stat="mean")
+    return _CACHE[key]
+
+
+def transport_link(link):
+    """``link`` whose point-to-point message is half a measured transport round trip (see above)."""
+    rt = transport_round_trip()
+    return replace(link, p2p_latency=rt["latency"] / 2, p2p_bandwidth=2.0 / rt["seconds_per_byte"])
