@@ -38,7 +38,7 @@ import torch.multiprocessing as mp
 from escala.errors import UserError
 
 _CACHE: dict[tuple, object] = {}
-SIZES = (2**10, 2**16, 2**20, 2**22)  # float32 elements: 4 KiB .. 16 MiB
+SIZES = (1, 2**10, 2**16, 2**18, 2**20, 2**22)  # float32 elements: 4 B .. 16 MiB
 
 
 def _run_until(procs: list, timeout_s: float) -> list:

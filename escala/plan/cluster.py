@@ -96,6 +96,9 @@ class Link:
     latency: float  # s
     p2p_bandwidth: float | None = None
     p2p_latency: float | None = None
+    # measured 2-process all-reduces, ((bytes, seconds), ...) by size: between the smallest and the
+    # largest, a 2-process all-reduce is interpolated on them (gloo's time is not one line in the size)
+    allreduce_points: tuple[tuple[float, float], ...] | None = None
 
     def time(self, nbytes: float) -> float:
         return self.latency + nbytes / self.bandwidth
@@ -107,12 +110,24 @@ class Link:
         return lat + nbytes / bw
 
     def scaled(self, factor: float) -> Link:
-        """The same link with ``factor`` times the bandwidth."""
+        """The same link with ``factor`` times the bandwidth (measured points no longer apply)."""
         return replace(
             self,
             bandwidth=self.bandwidth * factor,
             p2p_bandwidth=self.p2p_bandwidth and self.p2p_bandwidth * factor,
+            allreduce_points=None,
         )
+
+    def measured_allreduce(self, nbytes: float) -> float | None:
+        """A 2-process all-reduce of ``nbytes`` interpolated (linearly in the size) between the measured
+        points around it; None outside them or without points."""
+        pts = self.allreduce_points
+        if not pts or not pts[0][0] <= nbytes <= pts[-1][0]:
+            return None
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if x0 <= nbytes <= x1:
+                return y0 + (y1 - y0) * (nbytes - x0) / (x1 - x0) if x1 > x0 else y0
+        return None
 
 
 @dataclass(frozen=True)
@@ -218,7 +233,10 @@ def _link(sec: dict, name: str, measure: Callable[[], dict] | None) -> Link:
             out[key] = calibrated[source]
         else:
             out[key] = parse(sec[key], f"{name}.{key}")
-    return Link(out["bandwidth"], out["latency"], out["p2p_bandwidth"], out["p2p_latency"])
+    points = None
+    if sec.get("bandwidth") == "measure" and sec.get("latency") == "measure" and measure is not None:
+        points = tuple(tuple(pt) for pt in measure().get("allreduce_points", ())) or None
+    return Link(out["bandwidth"], out["latency"], out["p2p_bandwidth"], out["p2p_latency"], points)
 
 
 def parse_cluster(raw: dict, source: str = "", measure: Callable[[int], dict] | None = None) -> Cluster:

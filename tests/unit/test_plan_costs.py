@@ -247,3 +247,16 @@ def test_fixed_step_overhead_is_added(mlp):
     assert slow.overhead == pytest.approx(2e-3) and slow.step == pytest.approx(base.step + 2e-3)
     with pytest.raises(UserError, match="step_overhead"):
         cluster(device={"step_overhead": "measure"})  # only a measured device can time an empty step
+
+
+def test_measured_allreduce_points_interpolate_for_two_processes():
+    pts = ((4.0, 1e-4), (1e6, 2.5e-3), (4e6, 4e-3))
+    link = Link(1e9, 1e-3, allreduce_points=pts)
+    assert ring_allreduce(4.0, 2, link) == pytest.approx(1e-4)
+    assert ring_allreduce(2.5e6, 2, link) == pytest.approx(2.5e-3 + 1.5e-3 * 1.5e6 / 3e6)
+    sizes = [4.0, 1e3, 1e5, 1e6, 2e6, 4e6]
+    times = [ring_allreduce(n, 2, link) for n in sizes]
+    assert times == sorted(times)  # more bytes never predict faster
+    assert ring_allreduce(8e6, 2, link) == pytest.approx(2 * 1e-3 + 8e6 / 1e9)  # past the points: the line
+    assert ring_allreduce(1e6, 4, link) == pytest.approx(ring_allreduce(1e6, 4, Link(1e9, 1e-3)))
+    assert link.scaled(2.0).allreduce_points is None
