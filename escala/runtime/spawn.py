@@ -54,13 +54,15 @@ def _entry(local_rank: int, fn: Callable, world: int, rendezvous: str, options: 
                 pass
 
 
-def _describe(exit_code: int | None) -> str:
+def describe_exit(exit_code: int | None, exited: str = "") -> str:
+    """How a child process ended, for a one-line message: 'was killed by SIGKILL' (negative exit
+    codes are signals) or 'exited with status N' followed by ``exited``."""
     if exit_code is not None and exit_code < 0:
         try:
             return f"was killed by {signal.Signals(-exit_code).name}"
         except ValueError:
             return f"was killed by signal {-exit_code}"
-    return f"exited with status {exit_code}"
+    return f"exited with status {exit_code}{exited}"
 
 
 def spawn_workers(
@@ -104,7 +106,7 @@ def spawn_workers(
                 raise UserError(message) from None
         first = _first_failure(reports, exc.error_index)
         raise WorkerFailed(
-            f"worker rank {exc.error_index} {_describe(exc.exit_code)} after {time.monotonic() - started:.1f}s"
+            f"worker rank {exc.error_index} {describe_exit(exc.exit_code)} after {time.monotonic() - started:.1f}s"
             f"{first}; the other workers were stopped"
         ) from None
     except mp.ProcessRaisedException as exc:  # only when fn escaped our handler, kept for safety

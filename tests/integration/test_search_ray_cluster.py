@@ -6,12 +6,17 @@ to it by address (the path a cluster user takes), the cluster schedules the tria
 processes, and the search leaves the cluster running. The head is ended at the end of the test by
 signalling its own process group (everything ``ray start`` started, and nothing else: ``ray stop``
 would end every Ray process on the machine, including other users' instances).
+
+Recent Ray clusters started by ``ray start`` require token authentication; the head and every
+driver of the test share a fresh token through ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN``, as a
+cluster user's environment would (escala passes the environment on to ``ray.init``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +37,15 @@ lr = [0.3, 0.1, 0.003, 0.0003, 0.0001, 0.05]
 """
 
 
+# One token for the head and every driver this test starts (never the user's ~/.ray/auth_token).
+RAY_ENV = {
+    **os.environ,
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "token",
+    "RAY_AUTH_TOKEN": secrets.token_hex(32),
+}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,7 +60,8 @@ def _ray_cli() -> str:
 def _connects(address: str) -> bool:
     probe = f"import ray; ray.init(address={address!r}, log_to_driver=False); ray.shutdown()"
     try:
-        return subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60).returncode == 0
+        run = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60, env=RAY_ENV)
+        return run.returncode == 0
     except subprocess.TimeoutExpired:
         return False
 
@@ -56,12 +71,11 @@ def ray_head():
     """A Ray head node on a free port of 127.0.0.1 with 2 CPUs; yields its address, then ends it."""
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="escray", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [_ray_cli(), "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1"]
     cmd += ["--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp]
     cmd += ["--block"]  # stays in the foreground: its process group is the cluster's
     log = open(Path(temp) / "head.log", "w")  # noqa: SIM115 - closed below
-    head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=RAY_ENV, start_new_session=True)
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -105,7 +119,7 @@ def test_search_connects_to_a_running_ray_cluster_by_address(tmp_path, ray_head)
     cmd = [sys.executable, "-m", "escala.cli.main", "search", "--space", str(space), "--searcher", "grid"]
     cmd += ["--executor", "ray", "--address", ray_head, "--parallel", "2", "--cpus-per-trial", "1"]
     cmd += ["--early-stop", "asha", "--eta", "2", "--out", str(out)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=RAY_ENV)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     # the driver joined the cluster at that address instead of starting a Ray of its own
     assert "Connecting to existing Ray cluster" in run.stderr, run.stderr[-2000:]
@@ -121,7 +135,7 @@ def test_search_connects_to_a_running_ray_cluster_by_address(tmp_path, ray_head)
         "import ray._private.state as s; "
         "print(json.dumps([[j.get('Entrypoint') or '', bool(j.get('IsDead'))] for j in s.jobs()]))"
     )
-    jobs = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    jobs = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=RAY_ENV)
     assert jobs.returncode == 0, jobs.stderr[-1500:]
     table = json.loads(jobs.stdout.strip().splitlines()[-1])
     assert [dead for entry, dead in table if "escala.cli.main search" in entry] == [True], table

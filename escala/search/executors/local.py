@@ -30,6 +30,7 @@ from multiprocessing.connection import wait as wait_any
 from typing import Any
 
 from escala.errors import UserError
+from escala.runtime.spawn import describe_exit
 from escala.search.executors.base import Event, Executor, Reporter, TrialSpec, run_trial
 
 
@@ -203,7 +204,7 @@ class LocalExecutor(Executor):
                 self._free(slot)
                 self._retire(slot, tell=False)
                 continue
-            events.append(Event("failed", slot.trial, error=f"trial process {_describe(slot.proc.exitcode)}"))
+            events.append(Event("failed", slot.trial, error=f"trial process {describe_exit(slot.proc.exitcode, ' before reporting a result')}"))
             self._free(slot)
             self._retire(slot, tell=False)  # the next trial on this slot gets a fresh runner
         return events
@@ -241,11 +242,3 @@ class LocalExecutor(Executor):
         self._retired = []
         self._alive_w.close()
 
-
-def _describe(exit_code: int | None) -> str:
-    if exit_code is not None and exit_code < 0:
-        try:
-            return f"was killed by {signal.Signals(-exit_code).name}"
-        except ValueError:
-            return f"was killed by signal {-exit_code}"
-    return f"exited with status {exit_code} before reporting a result"
