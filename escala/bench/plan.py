@@ -2,7 +2,8 @@
 
 1. **This machine.** The cluster ``examples/clusters/this-machine.toml`` is calibrated (the model's
    step timed alone and with both cores busy, gloo all-reduce and ping-pong between two processes,
-   memory bandwidth, codec speed, and an empty model's step under each strategy), the planner predicts,
+   communication as training issues it (:mod:`escala.plan.calibrate_comm`), memory bandwidth, codec
+   speed, and an empty model's step under each strategy), the planner predicts,
    then ``escala train`` runs the same setting: allreduce on 1 and 2 workers, with QSGD and top-k
    compression, localsgd, backup workers, a parameter server, a 2-stage 1F1B pipeline and 2-way tensor
    parallelism, one thread per process. The measured step time (from samples/s) is divided by the
@@ -252,9 +253,12 @@ def main(quick: bool = False, docs: str | None = None) -> None:
         "workers through the chief); paramserver 1 worker + 1 server process; every row is `escala train`, one "
         f"thread per process; the median ratio of {spec['repeats']} alternating calibrate/predict/measure "
         f"round(s); {note}). The prediction uses only the calibration: the model's step timed alone and with "
-        "both cores busy in lockstep (a barrier each step), gloo all-reduce and ping-pong, memory "
-        "bandwidth, codec speed, and the step of an *empty* model (2 hidden units, 1x1x1 inputs) under the "
-        "same strategy (the `overhead` column: measured empty step minus its prediction):\n\n"
+        "both cores busy in lockstep (a barrier each step), gloo all-reduce (interpolated on the measured "
+        "sizes) and ping-pong, an all-reduce of the gradient's bytes issued right after each step, codecs "
+        "timed with both processes coding at once, round trips through escala's transport, cloning a "
+        "model-sized tensor, memory bandwidth, and the step of an *empty* model (2 units per hidden layer, "
+        "as many layers as the model, 1x1x1 inputs) under the same strategy (the `overhead` column: "
+        "measured empty step minus its prediction):\n\n"
         + markdown_table(
             [
                 "strategy",

@@ -7,8 +7,8 @@
   once, in lockstep (a barrier after each step, its own cost subtracted): a synchronous step waits
   for the slower process of each step; the same processes then time an all-reduce of the gradient's
   bytes issued right after each step against the same all-reduce back to back
-  (``post_step_allreduce_factor``: on this machine about 1.4, the all-reduce of a step is slower than
-  a tight loop of them shows);
+  (``post_step_allreduce_factor``: on this machine 1.1-1.5 from run to run, the all-reduce of a step
+  is slower than a tight loop of them shows);
 * ``gloo_allreduce``: two local processes joined through a FileStore (no port to race for) all-reduce
   float32 tensors of several sizes; a least-squares line ``t(n) = c0 + c1 n`` through the mean times
   gives, for the 2-process ring ``t = 2 a + 2 (p-1)/p n b = 2a + n b``, the latency ``a = c0 / 2``

@@ -19,8 +19,8 @@ For ``p`` processes, ``n`` bytes per process, latency ``a`` and inverse bandwidt
 
 On a measured link a 2-process all-reduce inside the range of the calibrated sizes is interpolated on
 the measured times (:attr:`escala.plan.cluster.Link.allreduce_points`): gloo's time is not one line
-in the size (a 16-byte all-reduce takes ~0.1 ms here, the line fitted through 4 KiB..16 MiB says
-~1.8 ms), and the empty-step overhead subtracts the prediction of tiny collectives.
+in the size (here 4 B ~0.1-0.3 ms, 4 KiB ~1.6 ms, 1 MiB ~2.2 ms; the line fitted through 4 KiB..16
+MiB said ~1.8 ms for 4 B), and the empty-step overhead subtracts the prediction of tiny collectives.
 
 Across nodes the all-reduce is hierarchical (as NCCL and Goyal et al. 2017 do it): reduce-scatter inside
 each node over the fast link, all-reduce the ``n / g`` bytes each of the ``g`` local devices now holds

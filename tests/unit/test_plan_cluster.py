@@ -117,10 +117,44 @@ def test_gloo_calibration_two_processes():
 def test_lockstep_compute_and_empty_step_run():
     """Two processes time the model in lockstep (a barrier each step), and an empty model trains
     through escala train: both finish and give a positive time (no timing is asserted)."""
-    from escala.plan.calibrate import _CACHE, empty_step_seconds, model_step_seconds
+    from escala.plan.calibrate import (
+        _CACHE,
+        empty_step_seconds,
+        model_step_seconds,
+        post_step_allreduce_factor,
+    )
     from escala.plan.profile import profile_model
 
     tiny = profile_model("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=(8,))
     _CACHE.clear()
     assert 0 < model_step_seconds(tiny, 4, busy=2) < 1
+    assert post_step_allreduce_factor(tiny, 4, busy=2) >= 0  # measured in the same lockstep run
+    assert post_step_allreduce_factor(tiny, 4, busy=1) == 1.0
     assert 0 < empty_step_seconds("allreduce", 1, 8, steps=20) < 1
+    assert 0 < empty_step_seconds("allreduce", 1, 8, steps=20, hidden=(2, 2)) < 1
+
+
+def test_transport_and_busy_codec_calibrations_run():
+    """escala's transport round trips between two processes, and a codec timed in two processes at
+    once, finish and give times (no timing is asserted); a link's message is half the round trip."""
+    from escala.plan.calibrate import _CACHE
+    from escala.plan.calibrate_comm import (
+        TRANSPORT_SIZES,
+        codec_seconds_busy,
+        copy_seconds,
+        transport_link,
+        transport_round_trip,
+    )
+    from escala.plan.cluster import Link
+
+    rt = transport_round_trip(sizes=(2**8, 2**16), repeats=3, timeout_s=60)
+    assert rt["seconds_per_byte"] > 0 and rt["latency"] >= 0 and len(rt["points"]) == 2
+    enc, dec = codec_seconds_busy("qsgd", 2**14, busy=2)  # the barrier's cost is subtracted: may hit 0
+    assert enc >= 0 and dec >= 0 and enc + dec < 10
+    assert copy_seconds(2**16) > 0
+    _CACHE[("transport", TRANSPORT_SIZES, 20)] = {"latency": 2e-4, "seconds_per_byte": 1e-9}
+    try:
+        link = transport_link(Link(1e9, 1e-5))
+        assert link.message(1e6) == pytest.approx(1e-4 + 0.5e-3)  # half a round trip
+    finally:
+        _CACHE.clear()
