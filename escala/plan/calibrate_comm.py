@@ -22,6 +22,11 @@ way, and these microbenchmarks reproduce the access pattern of the real engines,
   ``torch.cat``, ``clone`` and ``parameters_to_vector`` do (allocation and first-touch page faults of
   a new buffer included, which a copy into a preallocated one does not see).
 
+* ``tensor_allreduce_factor``: tensor parallelism's activation all-reduce as escala's row layer issues
+  it, right after the shard's matmul ``x[b, d/T] @ W[d/T, d]``, in lockstep, against the same
+  all-reduce back to back (on this machine an all-reduce issued after compute is slower than a tight
+  loop of them shows, as for the gradient all-reduce of a step).
+
 Means over an agreed number of calls (a collective must be called equally often in every process);
 processes have a timeout and are killed past it.
 """
@@ -178,3 +183,152 @@ def transport_link(link):
     """``link`` whose point-to-point message is half a measured transport round trip (see above)."""
     rt = transport_round_trip()
     return replace(link, p2p_latency=rt["latency"] / 2, p2p_bandwidth=2.0 / rt["seconds_per_byte"])
+
+
+def _tensor_worker(rank, store_path, processes, batch, width, n_threads, count, out, rounds=5) -> None:
+    import torch.distributed as dist
+
+    from escala.plan.calibrate import _fixed_count_mean
+
+    torch.set_num_threads(n_threads)
+    store = dist.FileStore(store_path, processes)
+    dist.init_process_group(
+        "gloo", store=store, rank=rank, world_size=processes, timeout=timedelta(seconds=60)
+    )
+    try:
+        g = torch.Generator().manual_seed(rank)
+        shard = max(1, width // processes)
+        x = torch.randn(batch, shard, generator=g)
+        w = torch.randn(shard, width, generator=g)
+        y = torch.empty(batch, width)
+        flag = torch.zeros(1)
+
+        def lockstep() -> None:  # the row layer's shard matmul, then a 4-byte barrier
+            torch.mm(x, w, out=y)
+            dist.all_reduce(flag)
+
+        def after_matmul() -> None:  # the shard matmul, then the all-reduce of its output
+            torch.mm(x, w, out=y)
+            dist.all_reduce(y)
+
+        # Interleaved rounds, so a slow spell of the machine falls on all four means alike.
+        fns = (lambda: dist.all_reduce(flag), lockstep, after_matmul, lambda: dist.all_reduce(y))
+        sums = [0.0] * len(fns)
+        for _ in range(rounds):
+            for i, fn in enumerate(fns):
+                sums[i] += _fixed_count_mean(fn, max(1, count // rounds))
+        barrier, both, post, alone = (t / rounds for t in sums)
+        post = post - both + barrier
+        if rank == 0:
+            out.put(max(post, 0.0) / max(alone, 1e-9))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def tensor_allreduce_factor(
+    message_bytes: float,
+    batch: int,
+    shards: int = 2,
+    n_threads: int = 1,
+    count: int = 100,
+    timeout_s: float = 120.0,
+) -> float:
+    """How many times its back-to-back time a tensor-parallel activation all-reduce costs when each of
+    ``shards`` processes issues it right after its shard's matmul, in lockstep, as escala's row layer
+    does: ``y = x[b, d/T] @ W[d/T, d]`` then the all-reduce of ``y`` (``d = message_bytes / 4``
+    float32 values per sample, ``b = batch``). Factor = ``(t(matmul + all-reduce) - t(matmul +
+    barrier) + t(barrier)) / t(all-reduce alone)``, on synthetic tensors. 1 for one shard."""
+    if shards <= 1 or message_bytes <= 0:
+        return 1.0
+    width = max(1, int(message_bytes // 4))
+    key = ("tp-post", width, int(batch), shards, n_threads, count)
+    if key in _CACHE:
+        return _CACHE[key]
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
+        store = os.path.join(store_dir, "store")
+        args = (store, shards, int(batch), width, n_threads, count, out)
+        procs = [ctx.Process(target=_tensor_worker, args=(r, *args)) for r in range(shards)]
+        alive = _run_until(procs, timeout_s)
+    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
+        raise UserError(
+            f"calibration: the tensor-parallel all-reduce in {shards} processes did not finish "
+            f"within {timeout_s:.0f}s"
+        )
+    _CACHE[key] = out.get()
+    return _CACHE[key]
+
+
+def _exchange_worker(rank, store_path, args, batch, n_threads, count, rounds, out) -> None:
+    import torch.distributed as dist
+
+    from escala.parallel.data.transport import C10dTransport
+    from escala.plan.calibrate import _fixed_count_mean, _step_loop
+
+    torch.set_num_threads(n_threads)
+    store = dist.FileStore(store_path, 2)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2, timeout=timedelta(seconds=60))
+    try:
+        transport = C10dTransport()
+        step = _step_loop(*args, batch, 1)
+        exchanges = 2 * rounds * (count + 2)  # _fixed_count_mean makes two warm-up calls
+        if rank == 1:  # the server: apply each push with SGD + momentum, reply with the parameters
+            param = torch.nn.Parameter(torch.zeros(step.numel))
+            opt = torch.optim.SGD([param], lr=1e-3, momentum=0.9)
+            for _ in range(exchanges):
+                msg = transport.recv_any()
+                param.grad = msg.payload.view(torch.float32).view_as(param)
+                opt.step()
+                transport.send(msg.src, [2, 0], param.detach())
+        else:
+            grad = torch.randn(step.numel)
+
+            def exchange() -> None:
+                transport.send(1, [1, 0, 0, 0], grad)
+                transport.recv_from(1)
+
+            def after_step() -> None:
+                step()
+                exchange()
+
+            sums = [0.0, 0.0, 0.0]
+            for _ in range(rounds):  # interleaved, so a slow spell falls on all three alike
+                for i, fn in enumerate((step, after_step, exchange)):
+                    sums[i] += _fixed_count_mean(fn, count)
+            alone, after, exch = (t / rounds for t in sums)
+            out.put(max(after - alone, 0.0) / max(exch, 1e-9))
+        transport.flush()
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def exchange_after_step_factor(
+    profile, batch: int, n_threads: int = 1, count: int = 20, rounds: int = 3, timeout_s: float = 120.0
+) -> float:
+    """How many times its back-to-back time a parameter-server exchange costs when the worker issues it
+    right after a training step of the model, as escala's parameter-server worker does: process 0
+    steps the model, then pushes a gradient-sized payload through escala's transport and waits for the
+    reply; process 1, the server, applies it with SGD + momentum to a parameter vector of the model's
+    size and sends the parameters back. Factor = ``(t(step + exchange) - t(step)) / t(exchange)``."""
+    from escala.plan.calibrate import _profile_args
+
+    args = _profile_args(profile)
+    key = ("exchange-post", args, int(batch), n_threads, count, rounds)
+    if key in _CACHE:
+        return _CACHE[key]
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
+        store = os.path.join(store_dir, "store")
+        rest = (store, args, int(batch), n_threads, count, rounds, out)
+        procs = [ctx.Process(target=_exchange_worker, args=(r, *rest)) for r in range(2)]
+        alive = _run_until(procs, timeout_s)
+    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
+        raise UserError(f"calibration: the parameter-server exchange did not finish within {timeout_s:.0f}s")
+    _CACHE[key] = out.get()
+    return _CACHE[key]

@@ -24,12 +24,15 @@ its parameters, gradients and optimizer state plus ``min(M, K - k)`` micro-batch
 column-then-row so one all-reduce of a layer's output (forward) or input gradient (backward) per layer
 keeps the shards consistent::
 
-    step = c(b) (s / T + 1 - s) + sum_messages allreduce_T(bytes_m * b) + data-parallel all-reduce of P / T
+    step = c(b) (s / T + 1 - s) + sum_m f_m allreduce_T(bytes_m * b) + data-parallel all-reduce of P / T
 
 with ``s`` the FLOP share of the split layers. escala's engine pairs Linear layers (column, row) and
 all-reduces each pair's output forward and its input gradient backward (none for a first layer, whose
 input needs no gradient), so the messages are those (:func:`escala.plan.profile.tensor_messages`); for a
-model it cannot split, one all-reduce per weight layer of its output.
+model it cannot split, one all-reduce per weight layer of its output. ``f_m``: how many times its
+back-to-back time message ``m``'s all-reduce costs when issued right after the shard's matmul, as the
+engine issues it (calibrated on a measured machine,
+:func:`escala.plan.calibrate_comm.tensor_allreduce_factor`; 1 elsewhere).
 
 Memory: ``1/T`` of the model state and of the split activations; the all-reduced layer outputs stay
 whole on every shard (counted as half the saved activations: an approximation).
@@ -114,7 +117,10 @@ def tensor_cost(s: Setting, shards: int, replicas: int = 1) -> StepCost:
     layers = len(messages) if messages else max(1, s.profile.tp_layers)
     comm = 0.0
     if shards > 1 and messages:  # escala's Linear pairs: the all-reduces the engine makes
-        comm = sum(allreduce(m * b, shards, link, "ring") for m in messages)
+        # Each issued right after its shard's matmul: slower than back to back on a measured machine.
+        comm = sum(
+            allreduce(m * b, shards, link, "ring") * s.tensor_allreduce_factor(m, b, shards) for m in messages
+        )
     elif shards > 1:
         # One all-reduce per weight layer; their sizes differ, the ring's bandwidth term only sees the sum.
         act = s.profile.tp_bytes_per_sample * b

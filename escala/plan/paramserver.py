@@ -30,7 +30,10 @@ measured machine, half a round trip through escala's transport timed here for th
 (:func:`escala.plan.calibrate_comm.transport_link`). Each server
 applies the pushes one after another, an optimizer step over ``P / S`` bound by memory bandwidth
 (:func:`update_seconds`), and the engine copies the model a few times per step to pack and unpack its
-messages (:data:`PS_COPIES`, :data:`BACKUP_COPIES`; :func:`pack_seconds`).
+messages (:data:`PS_COPIES`, :data:`BACKUP_COPIES`; :func:`pack_seconds`). Push, update and reply are
+issued right after the worker's step, which on a measured machine makes them slower than back to back
+by a calibrated factor (:func:`escala.plan.calibrate_comm.exchange_after_step_factor`; the backup
+chief's exchange is counted with the same factor, though its chief computes too).
 """
 
 from __future__ import annotations
@@ -102,7 +105,9 @@ def server_traffic(
     # The server applies the senders' pushes one after another; each worker packs its gradient into
     # one message and unpacks the parameters it gets back.
     update = senders * update_seconds(s, s.profile.params / servers)
-    return 2 * one_way + local + update + pack_seconds(s, s.profile.params, copies), desc
+    # On a measured machine the exchange comes right after the worker's step: slower than back to back.
+    after = s.exchange_factor(s.replica_batch(workers)) if c.nodes == 1 else 1.0
+    return (2 * one_way + update) * after + local + pack_seconds(s, s.profile.params, copies), desc
 
 
 def update_seconds(s: Setting, params: float) -> float:

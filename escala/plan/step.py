@@ -80,6 +80,28 @@ class Setting:
 
         return post_step_allreduce_factor(self.profile, max(1, round(batch)), dev.threads, busy)
 
+    def tensor_allreduce_factor(self, message_bytes: float, batch: float, shards: int) -> float:
+        """On a measured device, how much slower a tensor-parallel activation all-reduce is when issued
+        right after the shard's matmul than back to back
+        (:func:`escala.plan.calibrate_comm.tensor_allreduce_factor`); else 1."""
+        dev = self.cluster.device
+        if not dev.measured or shards <= 1 or shards > self.cluster.devices_per_node:
+            return 1.0
+        from escala.plan.calibrate_comm import tensor_allreduce_factor
+
+        return tensor_allreduce_factor(message_bytes, max(1, round(batch)), shards, dev.threads)
+
+    def exchange_factor(self, batch: float) -> float:
+        """On a measured device, how much slower a parameter-server exchange (push, server update,
+        reply) is when the worker issues it right after its step than back to back
+        (:func:`escala.plan.calibrate_comm.exchange_after_step_factor`); else 1."""
+        dev = self.cluster.device
+        if not dev.measured or self.cluster.nodes > 1:
+            return 1.0
+        from escala.plan.calibrate_comm import exchange_after_step_factor
+
+        return exchange_after_step_factor(self.profile, max(1, round(batch)), dev.threads)
+
     def straggler_wait(self, compute: float, workers: int, keep: int | None = None) -> float:
         """Expected wait for the ``keep``-th fastest of ``workers`` (all of them by default).
 

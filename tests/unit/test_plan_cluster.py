@@ -135,18 +135,26 @@ def test_lockstep_compute_and_empty_step_run():
 
 
 def test_transport_and_busy_codec_calibrations_run():
-    """escala's transport round trips between two processes, and a codec timed in two processes at
-    once, finish and give times (no timing is asserted); a link's message is half the round trip."""
+    """escala's transport round trips between two processes, a codec timed in two processes at once,
+    the tensor-parallel all-reduce after a matmul and the parameter-server exchange after a step finish
+    and give times (no timing is asserted); a link's message is half the round trip."""
     from escala.plan.calibrate import _CACHE
     from escala.plan.calibrate_comm import (
         TRANSPORT_SIZES,
         codec_seconds_busy,
         copy_seconds,
+        exchange_after_step_factor,
+        tensor_allreduce_factor,
         transport_link,
         transport_round_trip,
     )
     from escala.plan.cluster import Link
+    from escala.plan.profile import profile_model
 
+    assert tensor_allreduce_factor(4 * 64, 16, shards=2, count=10) >= 0  # matmul then all-reduce
+    assert tensor_allreduce_factor(4 * 64, 16, shards=1) == 1.0
+    tiny = profile_model("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=(8,))
+    assert exchange_after_step_factor(tiny, 4, count=3, rounds=1) >= 0  # step, then push/update/reply
     rt = transport_round_trip(sizes=(2**8, 2**16), repeats=3, timeout_s=60)
     assert rt["seconds_per_byte"] > 0 and rt["latency"] >= 0 and len(rt["points"]) == 2
     enc, dec = codec_seconds_busy("qsgd", 2**14, busy=2)  # the barrier's cost is subtracted: may hit 0

@@ -178,6 +178,59 @@ def test_tensor_backward_allreduce_after_the_first_pair():
     assert deep.tp_messages == [128.0, 128.0, 128.0]
 
 
+def test_tensor_after_matmul_factor_by_hand(mlp, monkeypatch):
+    """On a measured device each activation all-reduce costs its calibrated after-matmul factor times
+    the back-to-back all-reduce; the step grows with the factor; elsewhere the factor is 1."""
+    import escala.plan.calibrate as calibrate
+    import escala.plan.calibrate_comm as calibrate_comm
+
+    base = cluster()
+    measured = replace(base, device=replace(base.device, measured=True))
+    monkeypatch.setattr(calibrate, "model_step_seconds", lambda *a, **k: 0.01 * k.get("fraction", 1.0))
+    plain = tensor_cost(Setting(base, mlp, 32), 4).comm
+    steps = []
+    for f in (1.0, 1.5, 3.0):
+        calls = []
+
+        def factor(nbytes, batch, shards, threads, f=f, calls=calls):
+            calls.append((nbytes, batch, shards))
+            return f
+
+        monkeypatch.setattr(calibrate_comm, "tensor_allreduce_factor", factor)
+        row = tensor_cost(Setting(measured, mlp, 32), 4)
+        assert calls == [(128 * 4.0, 32, 4)]  # the message per sample, the replica batch, the shards
+        assert row.comm == pytest.approx(f * plain)
+        steps.append(row.step)
+    assert steps == sorted(steps) and steps[0] < steps[-1]
+    assert Setting(measured, mlp, 32).tensor_allreduce_factor(512.0, 32, 1) == 1.0  # one shard: none
+    assert Setting(base, mlp, 32).tensor_allreduce_factor(512.0, 32, 4) == 1.0  # not measured
+
+
+def test_paramserver_after_step_factor_by_hand(mlp, monkeypatch):
+    """On a measured one-node machine push, server update and reply cost the calibrated after-step
+    factor times their back-to-back time; the engine's copies do not; more factor, longer step."""
+    import escala.plan.calibrate as calibrate
+    import escala.plan.calibrate_comm as calibrate_comm
+
+    base = cluster(nodes=1, devices_per_node=2)
+    measured = replace(base, device=replace(base.device, measured=True))
+    monkeypatch.setattr(calibrate, "model_step_seconds", lambda *a, **k: 0.01)
+    monkeypatch.setattr(calibrate_comm, "transport_link", lambda link: link)
+    monkeypatch.setattr(calibrate_comm, "copy_seconds", lambda nbytes, threads=1: 1e-4)
+    comm = {}
+    for f in (1.0, 2.0, 3.0):
+        monkeypatch.setattr(calibrate_comm, "exchange_after_step_factor", lambda *a, f=f, **k: f)
+        comm[f], _ = server_traffic(Setting(measured, mlp, 32), 1)
+    pack = 5 * 1e-4  # PS_COPIES clones, not scaled
+    exchange = comm[1.0] - pack
+    assert exchange > 0
+    assert comm[2.0] == pytest.approx(pack + 2 * exchange)
+    assert comm[3.0] == pytest.approx(pack + 3 * exchange)
+    rows = [paramserver_cost(Setting(measured, mlp, 32), 1)]
+    assert rows[0].comm == pytest.approx(comm[3.0])  # the last factor patched in
+    assert Setting(base, mlp, 32).exchange_factor(32) == 1.0  # not measured
+
+
 def test_straggler_wait_and_backups():
     assert harmonic(3) == pytest.approx(1 + 1 / 2 + 1 / 3)
     c = cluster(stragglers={"mean_delay": 0.1})
