@@ -56,6 +56,22 @@ def _run_until(procs: list, timeout_s: float) -> list:
     return alive
 
 
+def run_calibration(target, processes: int, args: tuple, timeout_s: float, what: str):
+    """Run ``target(rank, store_path, *args, out)`` in ``processes`` spawned processes that rendezvous
+    on a FileStore at ``store_path`` (in a temporary directory, removed afterwards) and return the
+    first result put on ``out``; one line naming ``what`` if they fail or outlive ``timeout_s``."""
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
+        store = os.path.join(store_dir, "store")
+        procs = [ctx.Process(target=target, args=(r, store, *args, out)) for r in range(processes)]
+        alive = _run_until(procs, timeout_s)
+    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
+        raise UserError(f"calibration: {what} did not finish within {timeout_s:.0f}s")
+    return out.get()
+
+
 @contextmanager
 def threads(n: int):
     before = torch.get_num_threads()
@@ -139,7 +155,7 @@ def _profile_args(profile) -> tuple:
     )
 
 
-def _busy_worker(rank, args, batch, n_threads, seconds, store_path, processes, out) -> None:
+def _busy_worker(rank, store_path, args, batch, n_threads, seconds, processes, out) -> None:
     """Time the model's step in ``processes`` processes that move in lockstep, as synchronous training
     does: each step ends with a 4-byte all-reduce (a barrier). The barrier's own cost, timed alone right
     after, is subtracted (the cost model adds the real collective), so what remains is the step plus
@@ -226,24 +242,10 @@ def post_step_allreduce_factor(profile, batch: int, n_threads: int = 1, busy: in
 def _concurrent(
     profile, batch: int, n_threads: int, processes: int, seconds: float = 1.0, timeout_s: float = 120.0
 ) -> float:
-    ctx = mp.get_context("spawn")
-    out = ctx.SimpleQueue()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
-        store = os.path.join(store_dir, "store")
-        procs = [
-            ctx.Process(
-                target=_busy_worker,
-                args=(r, _profile_args(profile), int(batch), n_threads, seconds, store, processes, out),
-            )
-            for r in range(processes)
-        ]
-        alive = _run_until(procs, timeout_s)
-    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
-        raise UserError(
-            f"calibration: timing the model in {processes} processes did not finish within {timeout_s:.0f}s"
-        )
-    return out.get()
+    args = (_profile_args(profile), int(batch), n_threads, seconds, processes)
+    return run_calibration(
+        _busy_worker, processes, args, timeout_s, f"timing the model in {processes} processes"
+    )
 
 
 def empty_step_seconds(
@@ -383,19 +385,9 @@ def gloo_allreduce(sizes: tuple[int, ...] = SIZES, repeats: int = 7, timeout_s: 
     key = ("gloo", sizes, repeats)
     if key in _CACHE:
         return _CACHE[key]
-    ctx = mp.get_context("spawn")
-    out = ctx.SimpleQueue()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
-        store = os.path.join(store_dir, "store")
-        procs = [
-            ctx.Process(target=_allreduce_worker, args=(r, store, sizes, repeats, timeout_s, out))
-            for r in range(2)
-        ]
-        alive = _run_until(procs, timeout_s)
-    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
-        raise UserError(f"calibration: the 2-process gloo all-reduce did not finish within {timeout_s:.0f}s")
-    times, one_way = out.get()
+    times, one_way = run_calibration(
+        _allreduce_worker, 2, (sizes, repeats, timeout_s), timeout_s, "the 2-process gloo all-reduce"
+    )
     nbytes = [4.0 * s for s in sizes]
     latency, bandwidth = fit_alpha_beta(nbytes, times)
     p2p_latency, p2p_slope = fit_line(nbytes, one_way)

@@ -33,16 +33,12 @@ processes have a timeout and are killed past it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import replace
 from datetime import timedelta
 
 import torch
-import torch.multiprocessing as mp
 
-from escala.errors import UserError
-from escala.plan.calibrate import _CACHE, _agreed_mean, _run_until, fit_line
+from escala.plan.calibrate import _CACHE, _agreed_mean, fit_line, run_calibration
 
 TRANSPORT_SIZES = (2**8, 2**16, 2**19, 2**21, 2**22)  # payload bytes
 
@@ -86,18 +82,9 @@ def transport_round_trip(
     key = ("transport", sizes, repeats)
     if key in _CACHE:
         return _CACHE[key]
-    ctx = mp.get_context("spawn")
-    out = ctx.SimpleQueue()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
-        store = os.path.join(store_dir, "store")
-        procs = [
-            ctx.Process(target=_transport_worker, args=(r, store, sizes, repeats, out)) for r in range(2)
-        ]
-        alive = _run_until(procs, timeout_s)
-    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
-        raise UserError(f"calibration: the transport round trip did not finish within {timeout_s:.0f}s")
-    times = out.get()
+    times = run_calibration(
+        _transport_worker, 2, (sizes, repeats), timeout_s, "the transport round trip"
+    )
     c0, c1 = fit_line([float(s) for s in sizes], times)
     _CACHE[key] = {"latency": c0, "seconds_per_byte": c1, "points": [[s, t] for s, t in zip(sizes, times)]}
     return _CACHE[key]
@@ -147,21 +134,10 @@ def codec_seconds_busy(
     if key in _CACHE:
         return _CACHE[key]
     size = min(numel, 2**20)
-    ctx = mp.get_context("spawn")
-    out = ctx.SimpleQueue()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
-        store = os.path.join(store_dir, "store")
-        procs = [
-            ctx.Process(target=_codec_worker, args=(r, store, busy, name, size, momentum, n_threads, out))
-            for r in range(busy)
-        ]
-        alive = _run_until(procs, timeout_s)
-    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
-        raise UserError(
-            f"calibration: timing codec {name} in {busy} processes did not finish within {timeout_s:.0f}s"
-        )
-    enc, dec = out.get()
+    args = (busy, name, size, momentum, n_threads)
+    enc, dec = run_calibration(
+        _codec_worker, busy, args, timeout_s, f"timing codec {name} in {busy} processes"
+    )
     _CACHE[key] = (enc * numel / size, dec * numel / size)
     return _CACHE[key]
 
@@ -245,20 +221,9 @@ def tensor_allreduce_factor(
     key = ("tp-post", width, int(batch), shards, n_threads, count)
     if key in _CACHE:
         return _CACHE[key]
-    ctx = mp.get_context("spawn")
-    out = ctx.SimpleQueue()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
-        store = os.path.join(store_dir, "store")
-        args = (store, shards, int(batch), width, n_threads, count, out)
-        procs = [ctx.Process(target=_tensor_worker, args=(r, *args)) for r in range(shards)]
-        alive = _run_until(procs, timeout_s)
-    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
-        raise UserError(
-            f"calibration: the tensor-parallel all-reduce in {shards} processes did not finish "
-            f"within {timeout_s:.0f}s"
-        )
-    _CACHE[key] = out.get()
+    args = (shards, int(batch), width, n_threads, count)
+    what = f"the tensor-parallel all-reduce in {shards} processes"
+    _CACHE[key] = run_calibration(_tensor_worker, shards, args, timeout_s, what)
     return _CACHE[key]
 
 
@@ -320,15 +285,6 @@ def exchange_after_step_factor(
     key = ("exchange-post", args, int(batch), n_threads, count, rounds)
     if key in _CACHE:
         return _CACHE[key]
-    ctx = mp.get_context("spawn")
-    out = ctx.SimpleQueue()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with tempfile.TemporaryDirectory(prefix="escala-calib-") as store_dir:
-        store = os.path.join(store_dir, "store")
-        rest = (store, args, int(batch), n_threads, count, rounds, out)
-        procs = [ctx.Process(target=_exchange_worker, args=(r, *rest)) for r in range(2)]
-        alive = _run_until(procs, timeout_s)
-    if alive or any(p.exitcode != 0 for p in procs) or out.empty():
-        raise UserError(f"calibration: the parameter-server exchange did not finish within {timeout_s:.0f}s")
-    _CACHE[key] = out.get()
+    rest = (args, int(batch), n_threads, count, rounds)
+    _CACHE[key] = run_calibration(_exchange_worker, 2, rest, timeout_s, "the parameter-server exchange")
     return _CACHE[key]
