@@ -24,7 +24,7 @@ from escala.bench.report import machine_line, markdown_table, update_section
 from escala.config import build_config
 from escala.data import load_synthetic
 from escala.models import build_model
-from escala.runtime.dist import free_port, set_threads
+from escala.runtime.dist import free_port, set_threads, shutdown
 
 SPEC = {"samples": 16384, "shape": (1, 28, 28), "hidden": (512, 256), "batch": 64, "epochs": 2, "repeats": 5}
 QUICK = {"samples": 4096, "shape": (1, 28, 28), "hidden": (256, 128), "batch": 64, "epochs": 1, "repeats": 1}
@@ -60,7 +60,7 @@ def _plain_train(rank: int, world: int, spec: dict, port: int, results) -> None:
         results.put(seen / train_time)
     if world > 1:
         dist.barrier()
-        dist.destroy_process_group()
+        shutdown()
 
 
 def plain_samples_per_s(world: int, spec: dict) -> float:

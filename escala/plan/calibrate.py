@@ -36,6 +36,7 @@ import torch
 import torch.multiprocessing as mp
 
 from escala.errors import UserError
+from escala.runtime.dist import shutdown
 
 _CACHE: dict[tuple, object] = {}
 SIZES = (1, 2**10, 2**16, 2**18, 2**20, 2**22)  # float32 elements: 4 B .. 16 MiB
@@ -195,7 +196,7 @@ def _busy_worker(rank, store_path, args, batch, n_threads, seconds, processes, o
             out.put((max(both - barrier, 0.0), max(post, 0.0) / max(alone, 1e-9)))
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 def _fixed_count_mean(fn, count: int) -> float:
@@ -318,7 +319,7 @@ def _allreduce_worker(
             out.put((times, p2p))
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 def _ping_pong(t: torch.Tensor, rank: int) -> None:

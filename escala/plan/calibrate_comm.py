@@ -39,6 +39,7 @@ from datetime import timedelta
 import torch
 
 from escala.plan.calibrate import _CACHE, _agreed_mean, fit_line, run_calibration
+from escala.runtime.dist import shutdown
 
 TRANSPORT_SIZES = (2**8, 2**16, 2**19, 2**21, 2**22)  # payload bytes
 
@@ -71,7 +72,7 @@ def _transport_worker(rank: int, store_path: str, sizes: tuple[int, ...], repeat
             out.put(times)
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 def transport_round_trip(
@@ -122,7 +123,7 @@ def _codec_worker(rank, store_path, processes, name, numel, momentum, n_threads,
             out.put((max(enc - barrier, 0.0), max(dec - barrier, 0.0)))
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 def codec_seconds_busy(
@@ -199,7 +200,7 @@ def _tensor_worker(rank, store_path, processes, batch, width, n_threads, count, 
             out.put(max(post, 0.0) / max(alone, 1e-9))
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 def tensor_allreduce_factor(
@@ -268,7 +269,7 @@ def _exchange_worker(rank, store_path, args, batch, n_threads, count, rounds, ou
         transport.flush()
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 def exchange_after_step_factor(
