@@ -22,11 +22,6 @@ way, and these microbenchmarks reproduce the access pattern of the real engines,
   ``torch.cat``, ``clone`` and ``parameters_to_vector`` do (allocation and first-touch page faults of
   a new buffer included, which a copy into a preallocated one does not see).
 
-* ``tensor_allreduce_factor``: tensor parallelism's activation all-reduce as escala's row layer issues
-  it, right after the shard's matmul ``x[b, d/T] @ W[d/T, d]``, in lockstep, against the same
-  all-reduce back to back (on this machine an all-reduce issued after compute is slower than a tight
-  loop of them shows, as for the gradient all-reduce of a step).
-
 Means over an agreed number of calls (a collective must be called equally often in every process);
 processes have a timeout and are killed past it.
 """
@@ -160,72 +155,6 @@ def transport_link(link):
     """``link`` whose point-to-point message is half a measured transport round trip (see above)."""
     rt = transport_round_trip()
     return replace(link, p2p_latency=rt["latency"] / 2, p2p_bandwidth=2.0 / rt["seconds_per_byte"])
-
-
-def _tensor_worker(rank, store_path, processes, batch, width, n_threads, count, out, rounds=5) -> None:
-    import torch.distributed as dist
-
-    from escala.plan.calibrate import _fixed_count_mean
-
-    torch.set_num_threads(n_threads)
-    store = dist.FileStore(store_path, processes)
-    dist.init_process_group(
-        "gloo", store=store, rank=rank, world_size=processes, timeout=timedelta(seconds=60)
-    )
-    try:
-        g = torch.Generator().manual_seed(rank)
-        shard = max(1, width // processes)
-        x = torch.randn(batch, shard, generator=g)
-        w = torch.randn(shard, width, generator=g)
-        y = torch.empty(batch, width)
-        flag = torch.zeros(1)
-
-        def lockstep() -> None:  # the row layer's shard matmul, then a 4-byte barrier
-            torch.mm(x, w, out=y)
-            dist.all_reduce(flag)
-
-        def after_matmul() -> None:  # the shard matmul, then the all-reduce of its output
-            torch.mm(x, w, out=y)
-            dist.all_reduce(y)
-
-        # Interleaved rounds, so a slow spell of the machine falls on all four means alike.
-        fns = (lambda: dist.all_reduce(flag), lockstep, after_matmul, lambda: dist.all_reduce(y))
-        sums = [0.0] * len(fns)
-        for _ in range(rounds):
-            for i, fn in enumerate(fns):
-                sums[i] += _fixed_count_mean(fn, max(1, count // rounds))
-        barrier, both, post, alone = (t / rounds for t in sums)
-        post = post - both + barrier
-        if rank == 0:
-            out.put(max(post, 0.0) / max(alone, 1e-9))
-        dist.barrier()
-    finally:
-        shutdown()
-
-
-def tensor_allreduce_factor(
-    message_bytes: float,
-    batch: int,
-    shards: int = 2,
-    n_threads: int = 1,
-    count: int = 100,
-    timeout_s: float = 120.0,
-) -> float:
-    """How many times its back-to-back time a tensor-parallel activation all-reduce costs when each of
-    ``shards`` processes issues it right after its shard's matmul, in lockstep, as escala's row layer
-    does: ``y = x[b, d/T] @ W[d/T, d]`` then the all-reduce of ``y`` (``d = message_bytes / 4``
-    float32 values per sample, ``b = batch``). Factor = ``(t(matmul + all-reduce) - t(matmul +
-    barrier) + t(barrier)) / t(all-reduce alone)``, on synthetic tensors. 1 for one shard."""
-    if shards <= 1 or message_bytes <= 0:
-        return 1.0
-    width = max(1, int(message_bytes // 4))
-    key = ("tp-post", width, int(batch), shards, n_threads, count)
-    if key in _CACHE:
-        return _CACHE[key]
-    args = (shards, int(batch), width, n_threads, count)
-    what = f"the tensor-parallel all-reduce in {shards} processes"
-    _CACHE[key] = run_calibration(_tensor_worker, shards, args, timeout_s, what)
-    return _CACHE[key]
 
 
 def _exchange_worker(rank, store_path, args, batch, n_threads, count, rounds, out) -> None:

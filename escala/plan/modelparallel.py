@@ -26,13 +26,16 @@ keeps the shards consistent::
 
     step = c(b) (s / T + 1 - s) + sum_m f_m allreduce_T(bytes_m * b) + data-parallel all-reduce of P / T
 
-with ``s`` the FLOP share of the split layers. escala's engine pairs Linear layers (column, row) and
+with ``s`` the FLOP share of the split layers; on a measured device the first term is the shard's own
+step, timed as escala's engine runs it (DTensor at the shard's shapes, in lockstep:
+:func:`escala.plan.calibrate_tensor.tensor_shard_step_seconds`), since a shard's narrower matmuls and
+DTensor's per-operation work make it longer than ``1/T`` of the model's step. escala's engine pairs Linear layers (column, row) and
 all-reduces each pair's output forward and its input gradient backward (none for a first layer, whose
 input needs no gradient), so the messages are those (:func:`escala.plan.profile.tensor_messages`); for a
 model it cannot split, one all-reduce per weight layer of its output. ``f_m``: how many times its
 back-to-back time message ``m``'s all-reduce costs when issued right after the shard's matmul, as the
 engine issues it (calibrated on a measured machine,
-:func:`escala.plan.calibrate_comm.tensor_allreduce_factor`; 1 elsewhere).
+:func:`escala.plan.calibrate_tensor.tensor_allreduce_factor`; 1 elsewhere).
 
 Memory: ``1/T`` of the model state and of the split activations; the all-reduced layer outputs stay
 whole on every shard (counted as half the saved activations: an approximation).
@@ -109,9 +112,7 @@ def tensor_cost(s: Setting, shards: int, replicas: int = 1) -> StepCost:
     c = s.cluster
     devices = shards * replicas
     b = s.replica_batch(replicas)
-    full = s.compute(b, devices=devices)
-    share = s.profile.tp_split_share
-    compute = full * (share / shards + (1 - share))  # unpaired layers run whole on every shard
+    compute = s.tensor_compute(b, shards, devices)
     link = c.intra if shards <= c.devices_per_node else c.inter
     messages = s.profile.tp_messages
     layers = len(messages) if messages else max(1, s.profile.tp_layers)

@@ -69,6 +69,24 @@ class Setting:
             return model_step_seconds(self.profile, max(1, round(batch)), dev.threads, busy=busy) * fraction
         return self.profile.flops_per_sample * batch * fraction / dev.flops(self.profile.precision)
 
+    def tensor_compute(self, batch: float, shards: int, devices: int) -> float:
+        """Seconds of one tensor-parallel shard's step (no communication) on ``batch`` samples.
+
+        From FLOPs: ``c(b) (s / T + 1 - s)`` with ``s`` the FLOP share of the split layers (unpaired
+        layers run whole on every shard). On a measured device, the shard's own step as escala's
+        engine runs it (DTensor at the shard's shapes), timed in ``min(devices, devices_per_node)``
+        processes in lockstep (:func:`escala.plan.calibrate_tensor.tensor_shard_step_seconds`).
+        """
+        busy = min(devices, self.cluster.devices_per_node)
+        if self.cluster.device.measured and shards > 1 and self.profile.tp_messages:
+            from escala.plan.calibrate_tensor import tensor_shard_step_seconds
+
+            return tensor_shard_step_seconds(
+                self.profile, max(1, round(batch)), shards, self.cluster.device.threads, busy=busy
+            )
+        share = self.profile.tp_split_share
+        return self.compute(batch, devices=devices) * (share / shards + (1 - share))
+
     def allreduce_factor(self, batch: float, devices: int) -> float:
         """On a measured device, how much slower the gradient all-reduce is when issued right after a
         step than back to back (:func:`escala.plan.calibrate.post_step_allreduce_factor`); else 1."""
@@ -83,11 +101,11 @@ class Setting:
     def tensor_allreduce_factor(self, message_bytes: float, batch: float, shards: int) -> float:
         """On a measured device, how much slower a tensor-parallel activation all-reduce is when issued
         right after the shard's matmul than back to back
-        (:func:`escala.plan.calibrate_comm.tensor_allreduce_factor`); else 1."""
+        (:func:`escala.plan.calibrate_tensor.tensor_allreduce_factor`); else 1."""
         dev = self.cluster.device
         if not dev.measured or shards <= 1 or shards > self.cluster.devices_per_node:
             return 1.0
-        from escala.plan.calibrate_comm import tensor_allreduce_factor
+        from escala.plan.calibrate_tensor import tensor_allreduce_factor
 
         return tensor_allreduce_factor(message_bytes, max(1, round(batch)), shards, dev.threads)
 

@@ -134,6 +134,19 @@ def test_lockstep_compute_and_empty_step_run():
     assert 0 < empty_step_seconds("allreduce", 1, 8, steps=20, hidden=(2, 2)) < 1
 
 
+def test_shard_model_has_the_shard_shapes():
+    """The model a tensor-parallel shard computes: column layers keep out/T outputs, row layers in/T
+    inputs, unpaired layers whole; sharding it over a 1-process mesh keeps those local shapes."""
+    from escala.plan.calibrate_tensor import shard_model
+
+    model = shard_model("mlp", (12,), 4, (16, 8, 8), shards=2)
+    shapes = {n: tuple(m.weight.shape) for n, m in model.named_children() if hasattr(m, "weight")}
+    # 12 -> 16 -> 8 -> 8 -> 4: pairs (fc1, fc2), (fc3, fc4); nothing unpaired.
+    assert list(shapes.values()) == [(8, 12), (8, 8), (4, 8), (4, 4)]
+    odd = shard_model("mlp", (12,), 4, (16, 8), shards=4)  # (fc1, fc2) paired, fc3 whole
+    assert [tuple(m.weight.shape) for m in odd if hasattr(m, "weight")] == [(4, 12), (8, 4), (4, 8)]
+
+
 def test_transport_and_busy_codec_calibrations_run():
     """escala's transport round trips between two processes, a codec timed in two processes at once,
     the tensor-parallel all-reduce after a matmul and the parameter-server exchange after a step finish
@@ -144,16 +157,18 @@ def test_transport_and_busy_codec_calibrations_run():
         codec_seconds_busy,
         copy_seconds,
         exchange_after_step_factor,
-        tensor_allreduce_factor,
         transport_link,
         transport_round_trip,
     )
+    from escala.plan.calibrate_tensor import tensor_allreduce_factor, tensor_shard_step_seconds
     from escala.plan.cluster import Link
     from escala.plan.profile import profile_model
 
     assert tensor_allreduce_factor(4 * 64, 16, shards=2, count=10) >= 0  # matmul then all-reduce
     assert tensor_allreduce_factor(4 * 64, 16, shards=1) == 1.0
     tiny = profile_model("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=(8,))
+    # A shard's DTensor step on a one-process mesh, 2 processes in lockstep (barrier subtracted: may hit 0).
+    assert 0 <= tensor_shard_step_seconds(tiny, 4, shards=2, seconds=0.1) < 1
     assert exchange_after_step_factor(tiny, 4, count=3, rounds=1) >= 0  # step, then push/update/reply
     rt = transport_round_trip(sizes=(2**8, 2**16), repeats=3, timeout_s=60)
     assert rt["seconds_per_byte"] > 0 and rt["latency"] >= 0 and len(rt["points"]) == 2

@@ -172,6 +172,29 @@ def test_tensor_by_hand(mlp):
     assert row.compute == pytest.approx(full * (share / 4 + 1 - share))
 
 
+def test_tensor_on_a_measured_device_uses_the_shard_step(mlp, monkeypatch):
+    """On a measured device a shard's compute is its own calibrated step (DTensor at the shard's
+    shapes), not 1/T of the model's: the row's compute is exactly what the calibration returns."""
+    import escala.plan.calibrate as calibrate
+    import escala.plan.calibrate_tensor as calibrate_tensor
+
+    base = cluster()
+    measured = replace(base, device=replace(base.device, measured=True))
+    calls = []
+
+    def shard_step(profile, batch, shards, threads, busy=0):
+        calls.append((batch, shards, busy))
+        return 0.007
+
+    monkeypatch.setattr(calibrate, "model_step_seconds", lambda *a, **k: 0.01)
+    monkeypatch.setattr(calibrate_tensor, "tensor_shard_step_seconds", shard_step)
+    monkeypatch.setattr(calibrate_tensor, "tensor_allreduce_factor", lambda *a, **k: 1.0)
+    row = tensor_cost(Setting(measured, mlp, 32), 4)
+    assert row.compute == pytest.approx(0.007) and calls == [(32, 4, 4)]
+    two = tensor_cost(Setting(measured, mlp, 32), 2, replicas=2)  # tensor x data: 4 processes busy
+    assert two.compute == pytest.approx(0.007) and calls[-1] == (32, 2, 4)
+
+
 def test_tensor_backward_allreduce_after_the_first_pair():
     deep = profile_model("mlp", input_shape=(16,), num_classes=10, hidden=(32, 32, 32, 32))
     # pairs (16->32, 32->32), (32->32, 32->32): forward 32 + 32 outputs, backward the second pair's input
@@ -182,11 +205,12 @@ def test_tensor_after_matmul_factor_by_hand(mlp, monkeypatch):
     """On a measured device each activation all-reduce costs its calibrated after-matmul factor times
     the back-to-back all-reduce; the step grows with the factor; elsewhere the factor is 1."""
     import escala.plan.calibrate as calibrate
-    import escala.plan.calibrate_comm as calibrate_comm
+    import escala.plan.calibrate_tensor as calibrate_tensor
 
     base = cluster()
     measured = replace(base, device=replace(base.device, measured=True))
     monkeypatch.setattr(calibrate, "model_step_seconds", lambda *a, **k: 0.01 * k.get("fraction", 1.0))
+    monkeypatch.setattr(calibrate_tensor, "tensor_shard_step_seconds", lambda *a, **k: 0.004)
     plain = tensor_cost(Setting(base, mlp, 32), 4).comm
     steps = []
     for f in (1.0, 1.5, 3.0):
@@ -196,7 +220,7 @@ def test_tensor_after_matmul_factor_by_hand(mlp, monkeypatch):
             calls.append((nbytes, batch, shards))
             return f
 
-        monkeypatch.setattr(calibrate_comm, "tensor_allreduce_factor", factor)
+        monkeypatch.setattr(calibrate_tensor, "tensor_allreduce_factor", factor)
         row = tensor_cost(Setting(measured, mlp, 32), 4)
         assert calls == [(128 * 4.0, 32, 4)]  # the message per sample, the replica batch, the shards
         assert row.comm == pytest.approx(f * plain)
