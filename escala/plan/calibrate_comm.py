@@ -78,9 +78,7 @@ def transport_round_trip(
     key = ("transport", sizes, repeats)
     if key in _CACHE:
         return _CACHE[key]
-    times = run_calibration(
-        _transport_worker, 2, (sizes, repeats), timeout_s, "the transport round trip"
-    )
+    times = run_calibration(_transport_worker, 2, (sizes, repeats), timeout_s, "the transport round trip")
     c0, c1 = fit_line([float(s) for s in sizes], times)
     _CACHE[key] = {"latency": c0, "seconds_per_byte": c1, "points": [[s, t] for s, t in zip(sizes, times)]}
     return _CACHE[key]
@@ -157,7 +155,7 @@ def transport_link(link):
     return replace(link, p2p_latency=rt["latency"] / 2, p2p_bandwidth=2.0 / rt["seconds_per_byte"])
 
 
-def _exchange_worker(rank, store_path, args, batch, n_threads, count, rounds, out) -> None:
+def _exchange_worker(rank, store_path, args, batch, n_threads, count, rounds, chief_busy, out) -> None:
     import torch.distributed as dist
 
     from escala.parallel.data.transport import C10dTransport
@@ -169,15 +167,27 @@ def _exchange_worker(rank, store_path, args, batch, n_threads, count, rounds, ou
     try:
         transport = C10dTransport()
         step = _step_loop(*args, batch, 1)
-        exchanges = 2 * rounds * (count + 2)  # _fixed_count_mean makes two warm-up calls
+        calls = count + 2  # _fixed_count_mean makes two warm-up calls
         if rank == 1:  # the server: apply each push with SGD + momentum, reply with the parameters
             param = torch.nn.Parameter(torch.zeros(step.numel))
             opt = torch.optim.SGD([param], lr=1e-3, momentum=0.9)
-            for _ in range(exchanges):
+
+            def serve() -> None:
                 msg = transport.recv_any()
                 param.grad = msg.payload.view(torch.float32).view_as(param)
                 opt.step()
                 transport.send(msg.src, [2, 0], param.detach())
+
+            # Mirror the worker's three phases; a backup chief computes its own step in the first two.
+            for _ in range(rounds):
+                for _ in range(calls if chief_busy else 0):
+                    step()
+                for _ in range(calls):
+                    if chief_busy:
+                        step()
+                    serve()
+                for _ in range(calls):
+                    serve()
         else:
             grad = torch.randn(step.numel)
 
@@ -202,19 +212,31 @@ def _exchange_worker(rank, store_path, args, batch, n_threads, count, rounds, ou
 
 
 def exchange_after_step_factor(
-    profile, batch: int, n_threads: int = 1, count: int = 20, rounds: int = 3, timeout_s: float = 120.0
+    profile,
+    batch: int,
+    n_threads: int = 1,
+    count: int = 20,
+    rounds: int = 3,
+    timeout_s: float = 120.0,
+    chief_busy: bool = False,
 ) -> float:
     """How many times its back-to-back time a parameter-server exchange costs when the worker issues it
     right after a training step of the model, as escala's parameter-server worker does: process 0
     steps the model, then pushes a gradient-sized payload through escala's transport and waits for the
     reply; process 1, the server, applies it with SGD + momentum to a parameter vector of the model's
-    size and sends the parameters back. Factor = ``(t(step + exchange) - t(step)) / t(exchange)``."""
+    size and sends the parameters back. Factor = ``(t(step + exchange) - t(step)) / t(exchange)``.
+
+    ``chief_busy``: process 1 is a backup-workers chief, which computes its own step of the model
+    before it serves the push (both processes compute at once, as in training; ``t(step)`` then is
+    the worker's step with the chief computing too), so the push arrives at a busy process and the
+    reply waits for the chief's step."""
     from escala.plan.calibrate import _profile_args
 
     args = _profile_args(profile)
-    key = ("exchange-post", args, int(batch), n_threads, count, rounds)
+    key = ("exchange-post", args, int(batch), n_threads, count, rounds, chief_busy)
     if key in _CACHE:
         return _CACHE[key]
-    rest = (args, int(batch), n_threads, count, rounds)
-    _CACHE[key] = run_calibration(_exchange_worker, 2, rest, timeout_s, "the parameter-server exchange")
+    rest = (args, int(batch), n_threads, count, rounds, chief_busy)
+    what = "the backup chief's exchange" if chief_busy else "the parameter-server exchange"
+    _CACHE[key] = run_calibration(_exchange_worker, 2, rest, timeout_s, what)
     return _CACHE[key]

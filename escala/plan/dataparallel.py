@@ -145,7 +145,7 @@ def backup_cost(s: Setting, devices: int) -> StepCost | None:
     b = s.replica_batch(keep)
     compute = s.compute(b, devices=devices)
     # Rank 0 (the chief) holds the parameters and aggregates: its own gradient never travels.
-    comm, detail_ps = server_traffic(s, devices - 1, copies=BACKUP_COPIES)
+    comm, detail_ps = server_traffic(s, devices - 1, copies=BACKUP_COPIES, chief_busy=True)
     memory, detail = _replica_memory(s, b)
     return StepCost(
         "backup",

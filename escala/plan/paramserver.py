@@ -63,9 +63,11 @@ def server_traffic(
     codec: str = "none",
     placement: str | None = None,
     copies: int = PS_COPIES,
+    chief_busy: bool = False,
 ) -> tuple[float, str]:
     """(seconds of push + pull per step, a short description); ``copies``: whole-model copies on the
-    critical path of a step (:func:`pack_seconds`)."""
+    critical path of a step (:func:`pack_seconds`); ``chief_busy``: the server is a backup chief that
+    computes its own step while pushes arrive (calibrated that way on a measured machine)."""
     c = s.cluster
     servers = servers or c.ps_servers
     placement = placement or c.ps_placement
@@ -106,7 +108,7 @@ def server_traffic(
     # one message and unpacks the parameters it gets back.
     update = senders * update_seconds(s, s.profile.params / servers)
     # On a measured machine the exchange comes right after the worker's step: slower than back to back.
-    after = s.exchange_factor(s.replica_batch(workers)) if c.nodes == 1 else 1.0
+    after = s.exchange_factor(s.replica_batch(workers), chief_busy) if c.nodes == 1 else 1.0
     return (2 * one_way + update) * after + local + pack_seconds(s, s.profile.params, copies), desc
 
 

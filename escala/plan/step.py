@@ -109,16 +109,19 @@ class Setting:
 
         return tensor_allreduce_factor(message_bytes, max(1, round(batch)), shards, dev.threads)
 
-    def exchange_factor(self, batch: float) -> float:
+    def exchange_factor(self, batch: float, chief_busy: bool = False) -> float:
         """On a measured device, how much slower a parameter-server exchange (push, server update,
-        reply) is when the worker issues it right after its step than back to back
+        reply) is when the worker issues it right after its step than back to back, with an idle
+        server or (``chief_busy``) a backup chief computing its own step
         (:func:`escala.plan.calibrate_comm.exchange_after_step_factor`); else 1."""
         dev = self.cluster.device
         if not dev.measured or self.cluster.nodes > 1:
             return 1.0
         from escala.plan.calibrate_comm import exchange_after_step_factor
 
-        return exchange_after_step_factor(self.profile, max(1, round(batch)), dev.threads)
+        return exchange_after_step_factor(
+            self.profile, max(1, round(batch)), dev.threads, chief_busy=chief_busy
+        )
 
     def straggler_wait(self, compute: float, workers: int, keep: int | None = None) -> float:
         """Expected wait for the ``keep``-th fastest of ``workers`` (all of them by default).

@@ -170,6 +170,7 @@ def test_transport_and_busy_codec_calibrations_run():
     # A shard's DTensor step on a one-process mesh, 2 processes in lockstep (barrier subtracted: may hit 0).
     assert 0 <= tensor_shard_step_seconds(tiny, 4, shards=2, seconds=0.1) < 1
     assert exchange_after_step_factor(tiny, 4, count=3, rounds=1) >= 0  # step, then push/update/reply
+    assert exchange_after_step_factor(tiny, 4, count=3, rounds=1, chief_busy=True) >= 0  # chief steps too
     rt = transport_round_trip(sizes=(2**8, 2**16), repeats=3, timeout_s=60)
     assert rt["seconds_per_byte"] > 0 and rt["latency"] >= 0 and len(rt["points"]) == 2
     enc, dec = codec_seconds_busy("qsgd", 2**14, busy=2)  # the barrier's cost is subtracted: may hit 0

@@ -255,6 +255,35 @@ def test_paramserver_after_step_factor_by_hand(mlp, monkeypatch):
     assert Setting(base, mlp, 32).exchange_factor(32) == 1.0  # not measured
 
 
+def test_backup_chief_exchange_is_calibrated_with_the_chief_computing(mlp, monkeypatch):
+    """The backup chief computes its own step while the other workers' pushes arrive: its exchange
+    uses the factor calibrated with a busy chief, a parameter server's the one with an idle server."""
+    import escala.plan.calibrate as calibrate
+    import escala.plan.calibrate_comm as calibrate_comm
+    from escala.plan.dataparallel import backup_cost
+
+    base = cluster(nodes=1, devices_per_node=2)
+    measured = replace(base, device=replace(base.device, measured=True))
+    monkeypatch.setattr(calibrate, "model_step_seconds", lambda *a, **k: 0.01)
+    monkeypatch.setattr(calibrate, "post_step_allreduce_factor", lambda *a, **k: 1.0)
+    monkeypatch.setattr(calibrate_comm, "transport_link", lambda link: link)
+    monkeypatch.setattr(calibrate_comm, "copy_seconds", lambda nbytes, threads=1: 1e-4)
+    asked = []
+
+    def factor(profile, batch, threads, chief_busy=False):
+        asked.append(chief_busy)
+        return 3.0 if chief_busy else 1.0
+
+    monkeypatch.setattr(calibrate_comm, "exchange_after_step_factor", factor)
+    s = Setting(measured, mlp, 32, backups=0)
+    busy = backup_cost(s, 2).comm
+    idle = paramserver_cost(s, 1).comm
+    assert asked == [True, False]
+    # Same one worker's exchange through rank 0; only the factor (and the copies each engine makes) differ.
+    exchange = (idle - 5 * 1e-4) / 1.0
+    assert busy == pytest.approx(3.0 * exchange + 6 * 1e-4)
+
+
 def test_straggler_wait_and_backups():
     assert harmonic(3) == pytest.approx(1 + 1 / 2 + 1 / 3)
     c = cluster(stragglers={"mean_delay": 0.1})
