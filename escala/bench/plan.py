@@ -2,8 +2,9 @@
 
 1. **This machine.** The cluster ``examples/clusters/this-machine.toml`` is calibrated (the model's
    step timed alone and with both cores busy, gloo all-reduce and ping-pong between two processes,
-   communication as training issues it (:mod:`escala.plan.calibrate_comm`), memory bandwidth, codec
-   speed, and an empty model's step under each strategy), the planner predicts,
+   communication as training issues it (:mod:`escala.plan.calibrate_comm`), a tensor-parallel shard's
+   step and all-reduces as escala's DTensor engine runs them (:mod:`escala.plan.calibrate_tensor`),
+   memory bandwidth, codec speed, and an empty model's step under each strategy), the planner predicts,
    then ``escala train`` runs the same setting: allreduce on 1 and 2 workers, with QSGD and top-k
    compression, localsgd, backup workers, a parameter server, a 2-stage 1F1B pipeline and 2-way tensor
    parallelism, one thread per process. The measured step time (from samples/s) is divided by the
@@ -256,8 +257,10 @@ def main(quick: bool = False, docs: str | None = None) -> None:
         "both cores busy in lockstep (a barrier each step), gloo all-reduce (interpolated on the measured "
         "sizes) and ping-pong, an all-reduce of the gradient's bytes issued right after each step, codecs "
         "timed with both processes coding at once, round trips through escala's transport, the same "
-        "exchange (push, a server's SGD update of a model-sized vector, reply) right after the model's step, "
-        "a tensor-parallel all-reduce right after its shard's matmul (in lockstep), cloning a "
+        "exchange (push, a server's SGD update of a model-sized vector, reply) right after the model's step "
+        "(for backup, with the chief computing its own step meanwhile), a tensor-parallel shard's own step "
+        "(DTensor at the shard's shapes on a one-process mesh, in lockstep), a DTensor Linear pair split "
+        "over 2 processes against its one-shard twin (the activation all-reduce as the engine issues it), cloning a "
         "model-sized tensor, memory bandwidth, and the step of an *empty* model (2 units per hidden layer, "
         "as many layers as the model, 1x1x1 inputs) under the same strategy (the `overhead` column: "
         "measured empty step minus its prediction):\n\n"
