@@ -5,7 +5,7 @@
    communication as training issues it (:mod:`escala.plan.calibrate_comm`), a tensor-parallel shard's
    step and all-reduces as escala's DTensor engine runs them (:mod:`escala.plan.calibrate_tensor`),
    memory bandwidth, codec speed, and an empty model's step under each strategy), the planner predicts,
-   then ``escala train`` runs the same setting: allreduce on 1 and 2 workers, with QSGD and top-k
+   then ``escala train`` runs the same setting: allreduce on 1 and 2 workers, with fp16, QSGD and top-k
    compression, localsgd, backup workers, a parameter server, a 2-stage 1F1B pipeline and 2-way tensor
    parallelism, one thread per process. The measured step time (from samples/s) is divided by the
    predicted one. Calibration, prediction and measurement alternate and the median ratio of the
@@ -57,6 +57,7 @@ PUBLISHED_GOYAL = 0.90
 CASES = (  # (planner strategy, devices, which workload)
     ("allreduce", 1, "mlp"),
     ("allreduce", 2, "mlp"),
+    ("allreduce+fp16", 2, "mlp"),
     ("allreduce+qsgd", 2, "mlp"),
     ("allreduce+topk", 2, "mlp"),
     ("localsgd", 2, "mlp"),
