@@ -73,6 +73,20 @@ def run_calibration(target, processes: int, args: tuple, timeout_s: float, what:
     return out.get()
 
 
+def join_group(rank: int, store_path: str, processes: int, n_threads: int = 1, timeout_s: float = 60.0):
+    """In a calibration process: set its threads, join the gloo group of ``processes`` on the
+    FileStore at ``store_path`` (collectives time out after ``timeout_s``) and return
+    ``torch.distributed``; pair with :func:`escala.runtime.dist.shutdown` in a ``finally``."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(n_threads)
+    store = dist.FileStore(store_path, processes)
+    dist.init_process_group(
+        "gloo", store=store, rank=rank, world_size=processes, timeout=timedelta(seconds=timeout_s)
+    )
+    return dist
+
+
 @contextmanager
 def threads(n: int):
     before = torch.get_num_threads()
@@ -161,13 +175,7 @@ def _busy_worker(rank, store_path, args, batch, n_threads, seconds, processes, o
     does: each step ends with a 4-byte all-reduce (a barrier). The barrier's own cost, timed alone right
     after, is subtracted (the cost model adds the real collective), so what remains is the step plus
     the wait for the slower process of each step."""
-    import torch.distributed as dist
-
-    torch.set_num_threads(n_threads)
-    store = dist.FileStore(store_path, processes)
-    dist.init_process_group(
-        "gloo", store=store, rank=rank, world_size=processes, timeout=timedelta(seconds=60)
-    )
+    dist = join_group(rank, store_path, processes, n_threads)
     try:
         step = _step_loop(*args, batch, 1)
         flag = torch.zeros(1)
@@ -302,13 +310,7 @@ def codec_seconds(name: str, numel: int, n_threads: int = 1, momentum: float = 0
 def _allreduce_worker(
     rank: int, store_path: str, sizes: tuple[int, ...], repeats: int, timeout_s: float, out
 ) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    store = dist.FileStore(store_path, 2)
-    dist.init_process_group(
-        "gloo", store=store, rank=rank, world_size=2, timeout=timedelta(seconds=timeout_s)
-    )
+    dist = join_group(rank, store_path, 2, 1, timeout_s)
     try:
         times, p2p = [], []
         for numel in sizes:

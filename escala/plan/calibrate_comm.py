@@ -29,24 +29,19 @@ processes have a timeout and are killed past it.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
 
 import torch
 
-from escala.plan.calibrate import _CACHE, _agreed_mean, fit_line, run_calibration
+from escala.plan.calibrate import _CACHE, _agreed_mean, fit_line, join_group, run_calibration
 from escala.runtime.dist import shutdown
 
 TRANSPORT_SIZES = (2**8, 2**16, 2**19, 2**21, 2**22)  # payload bytes
 
 
 def _transport_worker(rank: int, store_path: str, sizes: tuple[int, ...], repeats: int, out) -> None:
-    import torch.distributed as dist
-
     from escala.parallel.data.transport import C10dTransport
 
-    torch.set_num_threads(1)
-    store = dist.FileStore(store_path, 2)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=2, timeout=timedelta(seconds=60))
+    dist = join_group(rank, store_path, 2)
     try:
         transport = C10dTransport()
         times = []
@@ -85,16 +80,10 @@ def transport_round_trip(
 
 
 def _codec_worker(rank, store_path, processes, name, numel, momentum, n_threads, out) -> None:
-    import torch.distributed as dist
-
     from escala.parallel.data.codecs import build_codec
     from escala.plan.calibrate import _fixed_count_mean
 
-    torch.set_num_threads(n_threads)
-    store = dist.FileStore(store_path, processes)
-    dist.init_process_group(
-        "gloo", store=store, rank=rank, world_size=processes, timeout=timedelta(seconds=60)
-    )
+    dist = join_group(rank, store_path, processes, n_threads)
     try:
         codec = build_codec(name, topk_momentum=momentum if name == "topk" else 0.0, seed=rank)
         g = torch.randn(numel, generator=torch.Generator().manual_seed(rank))
@@ -156,14 +145,10 @@ def transport_link(link):
 
 
 def _exchange_worker(rank, store_path, args, batch, n_threads, count, rounds, chief_busy, out) -> None:
-    import torch.distributed as dist
-
     from escala.parallel.data.transport import C10dTransport
     from escala.plan.calibrate import _fixed_count_mean, _step_loop
 
-    torch.set_num_threads(n_threads)
-    store = dist.FileStore(store_path, 2)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=2, timeout=timedelta(seconds=60))
+    dist = join_group(rank, store_path, 2, n_threads)
     try:
         transport = C10dTransport()
         step = _step_loop(*args, batch, 1)

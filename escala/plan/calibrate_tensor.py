@@ -29,23 +29,10 @@ timeout and are killed past it.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import torch
 
-from escala.plan.calibrate import _CACHE, _profile_args, run_calibration
+from escala.plan.calibrate import _CACHE, _profile_args, join_group, run_calibration
 from escala.runtime.dist import shutdown
-
-
-def _init(rank: int, store_path: str, processes: int, n_threads: int):
-    import torch.distributed as dist
-
-    torch.set_num_threads(n_threads)
-    store = dist.FileStore(store_path, processes)
-    dist.init_process_group(
-        "gloo", store=store, rank=rank, world_size=processes, timeout=timedelta(seconds=60)
-    )
-    return dist
 
 
 def shard_model(name, shape, classes, hidden, shards: int) -> torch.nn.Module:
@@ -83,7 +70,7 @@ def _shard_step_worker(
     from escala.parallel.model.tensor import tensor_parallel
     from escala.plan.calibrate import _fixed_count_mean
 
-    dist = _init(rank, store_path, processes, n_threads)
+    dist = join_group(rank, store_path, processes, n_threads)
     try:
         name, shape, classes, hidden, optimizer = args
         # One single-rank group per process (every process must create every group, in the same order).
@@ -170,7 +157,7 @@ def _pair_worker(rank, store_path, processes, batch, width, n_threads, count, ro
     from escala.parallel.model.tensor import tensor_parallel
     from escala.plan.calibrate import _fixed_count_mean
 
-    dist = _init(rank, store_path, processes, n_threads)
+    dist = join_group(rank, store_path, processes, n_threads)
     try:
         groups = [dist.new_group([r]) for r in range(processes)]
         split = tensor_parallel(_pair(width), init_device_mesh("cpu", (processes,)))
