@@ -136,17 +136,20 @@ def memory_bandwidth(n_threads: int = 1, numel: int = 2**23, repeats: int = 5) -
     return _CACHE[key]
 
 
+def make_optimizer(params, optimizer: str) -> torch.optim.Optimizer:
+    """The optimizer a training run of the profile uses (AdamW, or SGD with momentum)."""
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=1e-3)
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+
 def _step_loop(name, shape, classes, hidden, optimizer, batch, repeats):
     """Build the model with real weights and return a function doing one training step."""
     from escala.models import build_model
 
     torch.manual_seed(0)
     model = build_model(name, shape, classes, hidden=hidden)
-    opt = (
-        torch.optim.AdamW(model.parameters(), lr=1e-3)
-        if optimizer == "adamw"
-        else torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    )
+    opt = make_optimizer(model.parameters(), optimizer)
     x = torch.randn(int(batch), *shape)
     y = torch.randint(0, classes, (int(batch),))
 

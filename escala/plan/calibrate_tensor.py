@@ -68,7 +68,7 @@ def _shard_step_worker(
     from torch.distributed.device_mesh import DeviceMesh
 
     from escala.parallel.model.tensor import tensor_parallel
-    from escala.plan.calibrate import _fixed_count_mean
+    from escala.plan.calibrate import _fixed_count_mean, make_optimizer
 
     dist = join_group(rank, store_path, processes, n_threads)
     try:
@@ -77,11 +77,7 @@ def _shard_step_worker(
         groups = [dist.new_group([r]) for r in range(processes)]
         mesh = DeviceMesh.from_group(groups[rank], "cpu")
         model = tensor_parallel(shard_model(name, shape, classes, hidden, shards), mesh)
-        opt = (
-            torch.optim.AdamW(model.parameters(), lr=1e-3)
-            if optimizer == "adamw"
-            else torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        )
+        opt = make_optimizer(model.parameters(), optimizer)
         x = torch.randn(batch, *shape)
         y = torch.randint(0, classes, (batch,))
         flag = torch.zeros(1)
