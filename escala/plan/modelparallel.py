@@ -20,6 +20,12 @@ any excess of a send over ``max t`` in the steady state. Each stage's gradients 
 the ``D`` replicas after the flush (not overlapped: conservative). Memory of stage ``k`` with 1F1B:
 its parameters, gradients and optimizer state plus ``min(M, K - k)`` micro-batches of its activations.
 
+A recurrent model (the zoo's lstm) is pipelined over time steps instead
+(:mod:`escala.parallel.model.strategies.recurrent`): at most one stage per recurrent layer, the ``T``
+time steps of the whole batch play the micro-batches (``M = T``, ``b / M`` samples' worth of work and
+one ``h_t`` of the batch sent per step), and backpropagation through time keeps every step's
+activations of the whole batch on its stage.
+
 **Tensor** (Shoeybi et al., "Megatron-LM", 2019): every weight layer is split ``T`` ways, paired
 column-then-row so one all-reduce of a layer's output (forward) or input gradient (backward) per layer
 keeps the shards consistent::
@@ -61,6 +67,8 @@ def stage_plan(s: Setting, stages: int) -> list[list[int]]:
 
 
 def microbatch_count(s: Setting, stages: int, replica_batch: float) -> int:
+    if s.profile.time_steps:  # a recurrent pipeline: the whole batch, one time step at a time
+        return s.profile.time_steps
     m = s.microbatches or 4 * stages
     return max(1, min(m, int(replica_batch)))
 
@@ -85,9 +93,12 @@ def pipeline_cost(s: Setting, stages: int, replicas: int = 1) -> StepCost:
     params = [sum(s.profile.children[i].params for i in st) for st in plan]
     if replicas > 1:
         comm += max(group_allreduce(4.0 * p, replicas, c, stride=stages) for p in params)
-    acts = s.profile.child_activation_bytes(max(1, math.ceil(mb)))
+    recurrent = bool(s.profile.time_steps)
+    # 1F1B keeps min(M, K - k) micro-batches of activations; backpropagation through time keeps every
+    # step of the whole batch.
+    acts = s.profile.child_activation_bytes(max(1, math.ceil(b if recurrent else mb)))
     mem = [
-        s.profile.state_bytes(params[k]) + min(m, stages - k) * sum(acts[i] for i in st)
+        s.profile.state_bytes(params[k]) + (1 if recurrent else min(m, stages - k)) * sum(acts[i] for i in st)
         for k, st in enumerate(plan)
     ]
     worst = max(range(stages), key=lambda k: mem[k])
@@ -104,7 +115,8 @@ def pipeline_cost(s: Setting, stages: int, replicas: int = 1) -> StepCost:
         layout={"pipeline": stages, "data": replicas, "microbatches": m},
         comm_total=comm,
         memory_detail={"state": s.profile.state_bytes(params[worst]), "stage": worst},
-        note=f"K={stages} stages starting at {','.join(names)}; M={m} micro-batches, 1F1B",
+        note=f"K={stages} stages starting at {','.join(names)}; "
+        + (f"wavefront over T={m} time steps" if recurrent else f"M={m} micro-batches, 1F1B"),
     )
 
 
@@ -150,6 +162,9 @@ def tensor_cost(s: Setting, shards: int, replicas: int = 1) -> StepCost:
 def split_fits_model(s: Setting, stages: int) -> str | None:
     """Why ``stages`` pipeline stages cannot be cut from the model, or None."""
     n = len(s.profile.children)
+    recurrent = s.profile.recurrent_layers
+    if recurrent and stages > len(recurrent):
+        return f"{s.profile.name} has {len(recurrent)} recurrent layers, fewer than {stages} stages"
     if stages > n:
         return f"{s.profile.name} has {n} top-level layers, fewer than {stages} stages"
     try:

@@ -114,7 +114,8 @@ def measured_overhead(s: Setting, strategy: str, row: StepCost) -> float:
             batch,
             hidden=hidden,
             h=s.localsgd_h,
-            microbatches=row.layout.get("microbatches", 4),
+            # (a recurrent pipeline's time steps may outnumber the batch's samples)
+            microbatches=min(row.layout.get("microbatches", 4), batch),
             backups=row.layout.get("backups", 0),
         )
     except ValueError:  # pipeline x data, tensor x data: no layout of this machine runs them
@@ -133,6 +134,12 @@ def predict(s: Setting, strategy: str, devices: int) -> tuple[StepCost | None, s
             c.overhead = step_overhead(s, strategy, c)
         return c
 
+    if strategy in ("tensor", "tensor x data") and s.profile.recurrent_layers:
+        layers = ", ".join(s.profile.recurrent_layers)
+        return (
+            None,
+            f"escala's tensor engine splits Linear pairs; {s.profile.name}'s recurrent layers ({layers}) stay whole",
+        )
     if strategy in ("pipeline", "tensor x data", "pipeline x data", "tensor") and devices == 1:
         return None, "needs at least 2 devices"
     if s.scaling == "strong" and s.batch < devices and strategy not in ("pipeline", "tensor"):

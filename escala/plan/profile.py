@@ -56,6 +56,11 @@ class ModelProfile:
     # bytes per sample of each activation all-reduce of a step, and the FLOP share of the split layers
     tp_messages: list[float] = field(default_factory=list)
     tp_split_share: float = 1.0
+    # Recurrent children (the lstm's LSTM layers) and the time steps they run over: escala pipelines
+    # them over time steps (:mod:`escala.parallel.model.strategies.recurrent`), its tensor engine
+    # cannot split them.
+    recurrent_layers: tuple[str, ...] = ()
+    time_steps: int = 0
 
     @property
     def param_bytes(self) -> float:
@@ -192,6 +197,7 @@ def profile_model(
         if layer.kind in WEIGHT_LAYERS:
             tp_bytes += math.prod(layer.out_shape) * elem  # batch 1: per sample
     tp_messages, tp_split = tensor_messages(model, elem, per_child, total)
+    recurrent = tuple(n for n, m in model.named_children() if isinstance(m, nn.RNNBase))
     return ModelProfile(
         name=name,
         input_shape=shape,
@@ -209,6 +215,8 @@ def profile_model(
         model=model,
         tp_messages=tp_messages,
         tp_split_share=tp_split,
+        recurrent_layers=recurrent,
+        time_steps=int(getattr(model, "steps", 0)) if recurrent else 0,
     )
 
 
