@@ -28,9 +28,11 @@ So per step and sample an LSTM layer keeps about ``I + H`` (input, output) + ``4
 oneDNN places in the same workspace. ``tests/unit/test_memory_recurrent.py`` checks the rule against
 ``saved_tensors_hooks`` byte for byte.
 
-Elsewhere (cuDNN's reserve space on GPU, GRU and vanilla RNN, which run as unfused cells on CPU,
-LSTMs with ``proj_size``) the estimate is the textbook one, not a measured rule: per step the input,
-the previous hidden state and the gate activations (``G H`` floats, ``G`` = 4 LSTM, 3 GRU, 1 RNN).
+The estimate does not know the device: on GPU, cuDNN keeps its own reserve space instead of
+oneDNN's workspace, so there the rule is an approximation (not measured). GRU, vanilla RNN (unfused
+cells on CPU) and LSTMs with ``proj_size`` get the textbook count, also not measured: per step the
+input, the previous hidden state and the gate activations (``G H`` floats, ``G`` = 4 LSTM, 3 GRU,
+1 RNN).
 """
 
 from __future__ import annotations
