@@ -25,14 +25,19 @@ layer and direction); its derivative ``MkldnnRnnLayerBackward0`` (``tools/autogr
 
 So per step and sample an LSTM layer keeps about ``I + H`` (input, output) + ``4H`` (gates) + ``H``
 (``h_t``) + ``2 (max(I, H) + H)`` (states) floats, plus the backward's ``2 max(I, H) + H`` that
-oneDNN places in the same workspace. ``tests/unit/test_memory_recurrent.py`` checks the rule against
-``saved_tensors_hooks`` byte for byte.
+oneDNN places in the same workspace.
+
+GRU, vanilla RNN and LSTMs with ``proj_size`` run as unfused cells on CPU
+(``aten/src/ATen/native/RNN.cpp``): the input projections of all steps are one Linear that keeps
+the input flattened to ``(T N, I)`` (a copy per direction when batch-first), then per step and
+sample the cell keeps, by the derivatives of its ops: vanilla RNN ``h_t`` (tanh/ReLU keep their
+output, the next step's matmul reads it; plus ``h_0``), GRU ``7H`` (``h_{t-1}``, the activated gates
+``r, z, n`` and the chunks of ``W_hh h_{t-1} + b_hh``), projected LSTM ``7H + P``; stacked layers
+add the output of the layer below once. Both rules are checked against ``saved_tensors_hooks`` for
+1 and 3 layers, one and two directions, batch-first or time-major (tests).
 
 The estimate does not know the device: on GPU, cuDNN keeps its own reserve space instead of
-oneDNN's workspace, so there the rule is an approximation (not measured). GRU, vanilla RNN (unfused
-cells on CPU) and LSTMs with ``proj_size`` get the textbook count, also not measured: per step the
-input, the previous hidden state and the gate activations (``G H`` floats, ``G`` = 4 LSTM, 3 GRU,
-1 RNN).
+oneDNN's workspace, so there the rule is an approximation (not measured).
 """
 
 from __future__ import annotations
@@ -40,7 +45,6 @@ from __future__ import annotations
 from torch import nn
 
 _PAGE = 4096
-_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
 def _round_up(x: int, m: int) -> int:
@@ -95,13 +99,22 @@ def recurrent_saved(
     width, h, s = in_shape[-1], mod.hidden_size, 4
     dirs = 2 if mod.bidirectional else 1
     layers = mod.num_layers
+    copy_input = mod.batch_first and not input_is_time_major and len(in_shape) == 3
     if not is_fused_lstm(mod):
-        gates = _GATES.get(mod.mode, 4)
-        extra = 0
+        out = getattr(mod, "proj_size", 0) or h
+        # per step and sample: RNN h_t; GRU h_{t-1}, r, z, n and W_hh h_{t-1} (3H); LSTM with
+        # projection c_{t-1}, i, f, g, o (4H), tanh(c_t), o * tanh(c_t) and the projected h_{t-1}
+        per_step = {"RNN_TANH": h, "RNN_RELU": h, "GRU": 7 * h}.get(mod.mode, 7 * h + out)
+        # The input flattened to (T N, I): a copy per direction when batch-first (a transposed input
+        # does not flatten in place), else shared; each upper layer reads the one below's output.
+        extra = dirs * steps * batch * width * s if copy_input else 0
         for layer in range(layers):
-            size = width if layer == 0 else h * dirs
-            extra += dirs * steps * batch * (size + h + gates * h) * s
-        return False, True, extra
+            if layer:
+                extra += steps * batch * out * dirs * s
+            extra += dirs * steps * batch * per_step * s
+        if mod.mode.startswith("RNN_"):
+            extra += layers * dirs * batch * h * s  # h_0 (h_1..h_T are the per-step term)
+        return not copy_input, False, extra
     extra = 2 * layers * dirs * batch * h * s  # h_0, c_0
     share_input = False
     for layer in range(layers):
@@ -109,7 +122,7 @@ def recurrent_saved(
         for _ in range(dirs):
             extra += 2 * batch * h * s + onednn_lstm_workspace(steps, batch, size, h)  # h_T, c_T, workspace
         if layer == 0:
-            if (mod.batch_first and not input_is_time_major) and len(in_shape) == 3:
+            if copy_input:
                 extra += steps * batch * size * s  # the time-major copy of the input
             else:
                 share_input = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -43,22 +45,38 @@ class _Outputs(nn.Module):
         return self.lstm(x)[0]
 
 
+RECURRENT = [
+    (cls, kw, layers, bidirectional, batch_first)
+    for cls, kw in [
+        (nn.LSTM, {}),
+        (nn.LSTM, {"proj_size": 3}),
+        (nn.GRU, {}),
+        (nn.RNN, {"nonlinearity": "relu"}),
+    ]
+    for layers in (1, 3)
+    for bidirectional in (False, True)
+    for batch_first in (True, False)
+]
+
+
 @pytest.mark.parametrize(
-    "kw",
-    [
-        {"num_layers": 2},
-        {"bidirectional": True},
-        {"num_layers": 2, "bidirectional": True},
-        {"batch_first": False},
+    "cls, kw, layers, bidirectional, batch_first",
+    RECURRENT,
+    ids=[
+        f"{r[0].__name__}{'-proj' if r[1] else ''}-L{r[2]}{'-bi' if r[3] else ''}{'-bf' if r[4] else ''}"
+        for r in RECURRENT
     ],
-    ids=["2-layers", "bidirectional", "2-layers-bidirectional", "time-major"],
 )
-def test_plain_lstm_variants_match(kw):
+def test_plain_recurrent_layers_match(cls, kw, layers, bidirectional, batch_first):
+    """Fused (oneDNN) LSTMs and the unfused cells (projected LSTM, GRU, RNN), byte for byte."""
     torch.manual_seed(0)
-    model = _Outputs(nn.LSTM(8, 16, **{"batch_first": True, **kw}))
-    shape = (8, 8)
-    est = estimate_memory(model, shape, 4)
-    assert est.activation_bytes == saved_tensor_bytes(model, torch.randn(4, *shape))
+    rnn = cls(5, 11, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, **kw)
+    model = _Outputs(rnn)
+    shape = (7, 5)
+    est = estimate_memory(model, shape, 3)
+    with warnings.catch_warnings():  # "LSTM with projections is not supported with oneDNN"
+        warnings.simplefilter("ignore", UserWarning)
+        assert est.activation_bytes == saved_tensor_bytes(model, torch.randn(3, *shape))
 
 
 def test_onednn_workspace_rule_against_the_saved_workspace():
