@@ -9,6 +9,7 @@ For a model, a batch size and a precision::
                        (traced on the meta device, :mod:`escala.memory.trace`), at the precision's
                        element size (bf16/fp16: 2 bytes, an approximation of what autocast keeps)
     total_bytes      = param + grad + optimizer + activation + the largest layer output
+                       (+ the input batch when no layer keeps it: a batch-first LSTM keeps a copy)
     peak_bytes       = param + optimizer + max over the step of the live activations, activation
                        gradients and parameter gradients (the eager timeline of escala.memory.plan)
 
@@ -130,6 +131,8 @@ def estimate_memory(
     largest = int(
         max((n.out_bytes for n in nodes if n.kind != "input" and n.alias is None), default=0) * scale
     )
+    # The training loop holds the input batch; it is in ``activation`` only if a layer keeps it.
+    held_input = sum(n.out_bytes for n in nodes if n.kind == "input" and n.name not in saved)
     p_bytes = 4 * params
     opt_bytes = p_bytes * optimizer_slots(optimizer, momentum)
     return MemoryEstimate(
@@ -140,7 +143,7 @@ def estimate_memory(
         activation_bytes=activation,
         activation_elements=elements,
         largest_output_bytes=largest,
-        total_bytes=2 * p_bytes + opt_bytes + activation + largest,
+        total_bytes=2 * p_bytes + opt_bytes + activation + largest + held_input,
         peak_bytes=p_bytes
         + opt_bytes
         + int(scale * eager_peak(lifetimes(nodes, num_classes=num_classes or 0, param_grads=True))),

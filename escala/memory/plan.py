@@ -4,7 +4,8 @@ Every tensor of a training step becomes a buffer with a lifetime ``[first, last]
 ``2n + 1`` steps (forward of node 0..n-1, the loss, backward of node n-1..0):
 
 * a forward output lives from its node until its last forward reader, or, if autograd saves it,
-  until the backward of the earliest node that saved it;
+  until the backward of the earliest node that saved it; the input batch lives to the end (the
+  training loop holds it);
 * tensors kept only for backward (pool indices, batch-norm statistics) live from their node's
   forward to its backward; the gradient of a value lives from the backward of its last reader to
   the backward of its producer; a layer's parameter gradients appear at its backward and stay
@@ -106,6 +107,9 @@ def lifetimes(
         for value in node.saved:
             end[root[value]] = max(end[root[value]], bwd[node.name])
     end[root[nodes[-1].name]] = max(end[root[nodes[-1].name]], n)  # the logits feed the loss
+    for node in nodes:  # the caller holds the input batch for the whole step (a copying first layer,
+        if node.kind == "input":  # such as a batch-first LSTM, does not free it)
+            end[node.name] = 2 * n
     buffers = [Buffer(r, size[r], start[r], end[r]) for r in size]
     for i, node in enumerate(nodes):
         if node.extra_saved_bytes:

@@ -111,7 +111,8 @@ def test_lstm_peak_against_memtracker():
     est = estimate_memory(model, (1, 8, 8), 32, num_classes=10, optimizer="sgd", momentum=0.9)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     peak = measured_peak(model, opt, torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,)))
-    assert abs(est.peak_bytes / peak["peak_bytes"] - 1.0) <= 0.10, peak  # 0.99 here
+    assert abs(est.peak_bytes / peak["peak_bytes"] - 1.0) <= 0.10, peak  # 0.996 here
+    assert est.total_bytes >= peak["peak_bytes"]  # with the input batch the loop holds
 
 
 def test_escala_memory_lstm_prints_the_table(capsys):
