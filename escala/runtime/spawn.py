@@ -22,6 +22,7 @@ from typing import Any
 import torch.multiprocessing as mp
 
 from escala.errors import UserError
+from escala.runtime.channel import Channel
 from escala.runtime.dist import init_worker, shutdown
 
 
@@ -72,11 +73,14 @@ def spawn_workers(
     *,
     options: dict[str, Any] | None = None,
     poll_s: float = 0.5,
+    channel: Channel | None = None,
 ) -> None:
     """Run ``fn(ctx, *args)`` in ``world_size`` fresh processes joined in one process group.
 
     ``options`` go to :func:`escala.runtime.dist.init_worker` (device, backend, timeout_s, threads).
-    Returns when all workers exited cleanly; raises :class:`UserError` or :class:`WorkerFailed`.
+    ``channel`` (also among ``args``, for the workers to ask through) is served here while the
+    workers run: its handler runs in this process. Returns when all workers exited cleanly; raises
+    :class:`UserError` or :class:`WorkerFailed`, or what the channel's handler raised.
     """
     if world_size < 1:
         raise UserError(f"workers must be >= 1, got {world_size}")
@@ -97,7 +101,7 @@ def spawn_workers(
     )
     started = time.monotonic()
     try:
-        while not procs.join(timeout=poll_s):
+        while not _wait(procs, poll_s, channel):
             pass
     except mp.ProcessExitedException as exc:
         reports = _drain(errors)
@@ -113,8 +117,22 @@ def spawn_workers(
         raise WorkerFailed(
             f"worker rank {exc.error_index} failed: {str(exc).strip().splitlines()[-1]}"
         ) from None
+    except BaseException:  # the channel's handler failed here (or Ctrl-C): no worker outlives the job
+        for p in procs.processes:
+            if p.is_alive():
+                p.kill()
+            p.join()
+        raise
     finally:
         shutil.rmtree(store_dir, ignore_errors=True)
+
+
+def _wait(procs, poll_s: float, channel: Channel | None) -> bool:
+    """Wait up to ``poll_s`` for the workers, answering the channel meanwhile; True once all exited."""
+    if channel is None:
+        return procs.join(timeout=poll_s)
+    channel.serve(poll_s)  # a worker waiting for an answer gets it at once, not at the next poll
+    return procs.join(timeout=0)
 
 
 def _drain(errors) -> list[tuple[int, str, str]]:

@@ -3,13 +3,15 @@
 A trial's config is a dict of :class:`~escala.config.TrainConfig` fields; it trains through the
 foundation's :func:`escala.train.launch.run_training` into the trial's own directory, so a trial may
 itself use several data-parallel workers. When an early-stopping rule is on, every epoch is
-reported to the driver as it ends, and the driver's "stop" ends the run there. A run in the trial's
-own process reports from the trainer's epoch hook: it never pauses, so a rung costs a report, not a
-checkpoint written and read back. A run of several processes (``workers = 2``) cannot call back into
-the trial's process; it goes in segments that end where the rule can decide (every epoch for the
-median rule, ASHA's rungs for ASHA): a segment ending at epoch ``k`` stops at ``max_steps = k *
-steps_per_epoch`` and the next resumes from its checkpoint, which the trainer makes exact (weights,
-optimizer, schedule, RNG), so the finished trial equals an uninterrupted run. Without early stopping
+reported to the driver as it ends, from the trainer's epoch hook, and the driver's "stop" ends the
+run there: it never pauses, so a rung costs a report, not a checkpoint written and read back. A run
+of several spawned workers (``workers = 2``) does the same: rank 0 sends each epoch's record to the
+trial's process and waits for the verdict, which one all-reduce hands to every rank, so all stop
+after the same step. Only a trial run under torchrun (where no process of the trial launched the
+workers) goes in segments that end where the rule can decide (every epoch for the median rule,
+ASHA's rungs for ASHA): a segment ending at epoch ``k`` stops at ``max_steps = k * steps_per_epoch``
+and the next resumes from its checkpoint, which the trainer makes exact (weights, optimizer,
+schedule, RNG), so the finished trial equals an uninterrupted run. Without early stopping
 it trains in one go and the per-epoch records are reported afterwards.
 """
 
@@ -29,7 +31,7 @@ from escala.search.space import Choice, Space
 RESERVED = ("out", "resume", "overwrite")
 # Quiet by default inside trials, unless the space says otherwise. No checkpoint but the last one
 # of each run: a trial interrupted by a killed search is run again from the start, so per-epoch
-# checkpoints would only cost time (with early stopping, the last one of each one-epoch segment is
+# checkpoints would only cost time (in segments under torchrun, the last one of each segment is
 # what the next segment resumes from).
 TRIAL_DEFAULTS = {"progress": "none", "tensorboard": False, "checkpoint_every": 1_000_000}
 
@@ -71,7 +73,6 @@ def train_trial(config: dict[str, Any], reporter, data_seed: int | None = None) 
     samples they may train on.
     """
     from escala.data.shard import ShardedBatches
-    from escala.parallel import strategy_class
     from escala.runtime import under_torchrun
     from escala.train.launch import run_training
 
@@ -86,10 +87,10 @@ def train_trial(config: dict[str, Any], reporter, data_seed: int | None = None) 
         for record in read_jsonl(metrics_file):
             reporter.report(record["epoch"], **_report(record))
         return _numbers(summary)
-    if strategy_class(cfg).processes(cfg) == 1 and not under_torchrun():
+    if not under_torchrun():  # one process or spawned workers: the run reports from its epoch hook
         summary = run_training(
             cfg, dataset=data, on_epoch=lambda record: reporter.report(record["epoch"], **_report(record))
-        )  # a stop raises TrialStopped inside the run: it ends there, with no checkpoint written
+        )  # a stop raises TrialStopped in the hook: the run ends there, with no checkpoint written
         return _numbers(summary)
     steps = ShardedBatches(len(data.train), cfg.batch_size, 0, cfg.workers, cfg.seed).steps_per_epoch
     summary: dict[str, Any] = {}

@@ -27,8 +27,9 @@ from escala.models import build_model
 from escala.parallel import make_strategy, strategy_class
 from escala.parallel.model.layout import layout_from_config
 from escala.runtime import WorkerContext, init_worker, shutdown, spawn_workers, under_torchrun
+from escala.runtime.channel import Channel
 from escala.train.rundir import checkpoint_path, prepare_out_dir
-from escala.train.trainer import Trainer
+from escala.train.trainer import RunStopped, Trainer
 
 ModelSpec = nn.Module | Callable[[tuple[int, ...], int], nn.Module] | None
 DataSpec = DataSplit | tuple | None
@@ -99,12 +100,42 @@ def _run(
         gc.collect()
 
 
-def _spawned_worker(ctx: WorkerContext, config: TrainConfig, model: nn.Module, data: DataSplit) -> None:
+def _spawned_worker(
+    ctx: WorkerContext, config: TrainConfig, model: nn.Module, data: DataSplit, channel: Channel | None = None
+) -> None:
     # Tensors reach spawned workers in shared memory. The data may stay shared (it is only read), but
     # each replica needs weights of its own, or every worker's step would land on the same storage.
     # Hogwild is the exception: its workers are meant to update one shared copy without locks.
-    _run(ctx, config, model if strategy_class(config).shares_model else copy.deepcopy(model), data)
+    own = model if strategy_class(config).shares_model else copy.deepcopy(model)
+    try:
+        _run(ctx, config, own, data, None if channel is None else _ask_launcher(channel, config.timeout_s))
+    except RunStopped:  # the launcher's on_epoch ended the run: every rank stops at this epoch, cleanly
+        pass
     ctx.barrier()  # leave together: a rank tearing down its group while a peer still talks aborts the peer
+
+
+def _ask_launcher(channel: Channel, timeout_s: float) -> Callable[[dict[str, Any]], None]:
+    """The epoch hook of a spawned run: rank 0 sends the record to the launcher and waits for its verdict."""
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        if channel.ask(record, timeout_s):
+            raise RunStopped(f"on_epoch stopped the run at epoch {record['epoch']}")
+
+    return on_epoch
+
+
+def _serve_on_epoch(on_epoch: Callable[[dict[str, Any]], None], raised: list[BaseException]):
+    """The launcher's side: call ``on_epoch``; answer "stop" (True) if it raised, and keep what it raised."""
+
+    def handle(record: dict[str, Any]) -> bool:
+        try:
+            on_epoch(record)
+        except Exception as err:  # noqa: BLE001 - re-raised by run_training once the workers are gone
+            raised.append(err)
+            return True
+        return False
+
+    return handle
 
 
 def _runtime_options(config: TrainConfig) -> dict[str, Any]:
@@ -124,11 +155,13 @@ def run_training(
 ) -> dict[str, Any]:
     """Train as ``config`` says and return the summary (also written to ``config.out/summary.json``).
 
-    ``on_epoch(record)`` is called after each epoch with its metrics record, in this process; only
-    for a run that trains in this process (one process, not under torchrun).
+    ``on_epoch(record)`` is called after each epoch with its metrics record, in this process, also
+    when the run trains in spawned workers (rank 0 sends each record here and waits for the answer);
+    whatever it raises ends the run at that epoch on every process and is raised here (the run
+    writes no final checkpoint or summary then). Not under torchrun, where no process launched the others.
     """
-    if on_epoch is not None and (under_torchrun() or strategy_class(config).processes(config) != 1):
-        raise ValueError("on_epoch needs a run in this process (one process, not under torchrun)")
+    if on_epoch is not None and under_torchrun():
+        raise ValueError("on_epoch needs a run launched from this process (not under torchrun)")
     if under_torchrun():
         return _run_under_torchrun(config, model, dataset)
     strategy = strategy_class(config)
@@ -141,7 +174,21 @@ def run_training(
     if processes == 1:
         ctx = init_worker(0, 1, 0, 1, **_runtime_options(config))
         return _run(ctx, config, built, data, on_epoch)
-    spawn_workers(_spawned_worker, processes, (config, built, data), options=_runtime_options(config))
+    raised: list[BaseException] = []
+    channel = None if on_epoch is None else Channel(_serve_on_epoch(on_epoch, raised))
+    try:
+        spawn_workers(
+            _spawned_worker,
+            processes,
+            (config, built, data, channel),
+            options=_runtime_options(config),
+            channel=channel,
+        )
+    finally:
+        if channel is not None:
+            channel.close()
+    if raised:
+        raise raised[0]
     return json.loads((Path(config.out) / "summary.json").read_text())
 
 

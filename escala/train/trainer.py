@@ -41,6 +41,10 @@ def fetch(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return default_collate([dataset[i] for i in indices.tolist()])
 
 
+class RunStopped(Exception):
+    """The epoch hook ended the run at this epoch (raised where it runs, and on every other process)."""
+
+
 class Trainer:
     def __init__(
         self,
@@ -54,7 +58,8 @@ class Trainer:
     ):
         self.config = config
         # called on the main process with each epoch's record once it is written (a search's trial
-        # reports it to the driver from here); an exception it raises ends the run
+        # reports it to the driver from here); an exception it raises ends the run on every process.
+        # Give it to every process of a multi-process run: all of them take part in that decision.
         self.on_epoch = on_epoch
         self.data = data
         self.ctx = ctx
@@ -208,8 +213,27 @@ class Trainer:
         self.progress.end_epoch({**record, "epochs": cfg.epochs})
         if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
             self._checkpoint(started)
-        if self.on_epoch is not None and self.ctx.is_main:
-            self.on_epoch(record)
+        if self.on_epoch is not None:
+            self._epoch_hook(record)
+
+    def _epoch_hook(self, record: dict[str, Any]) -> None:
+        """Call ``on_epoch`` on the main process; whatever it raises ends the run there on every process.
+
+        One all-reduce of a flag tells the other processes, so every rank stops after the same step
+        (and none is left waiting in a collective of the next epoch); they raise :class:`RunStopped`.
+        """
+        failure = None
+        if self.ctx.is_main:
+            try:
+                self.on_epoch(record)
+            except Exception as err:  # noqa: BLE001 - re-raised below, once the others know
+                failure = err
+        if self.ctx.world_size > 1:
+            (stop,) = self.ctx.all_reduce_sum([0.0 if failure is None else 1.0])
+            if stop and failure is None:
+                raise RunStopped(f"the main process's epoch hook ended the run at epoch {self.epoch}")
+        if failure is not None:
+            raise failure
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
