@@ -82,18 +82,24 @@ def pipeline_cost(s: Setting, stages: int, replicas: int = 1) -> StepCost:
     plan = stage_plan(s, stages)
     total_flops = sum(ch.flops for ch in s.profile.children) or 1.0
     share = [sum(s.profile.children[i].flops for i in st) / total_flops for st in plan]
-    t = [s.compute(mb, devices=devices) * f for f in share]  # steady state: every stage busy
+    recurrent = bool(s.profile.time_steps)
+    if recurrent:
+        # A micro-batch is one time step of the whole batch: 1/T of the batch's step as the engine runs
+        # it (cell by cell; a step of b/T samples over all T steps would be far slower per sample).
+        t = [s.recurrent_compute(b, devices) * f / m for f in share]
+        t_alone = s.recurrent_compute(b, 1) * max(share) / m
+    else:
+        t = [s.compute(mb, devices=devices) * f for f in share]  # steady state: every stage busy
+        # Fill and drain: one stage works while the others wait, so it has the device's resources
+        # alone (on a measured machine its neighbours' cores and memory bandwidth are free).
+        t_alone = s.compute(mb, devices=1) * max(share)
     t_max, t_mean = max(t), sum(t) / stages
-    # Fill and drain: one stage works while the others wait, so it has the device's resources alone
-    # (on a measured machine its neighbours' cores and memory bandwidth are free: it runs faster).
-    t_alone = s.compute(mb, devices=1) * max(share)
     link = c.intra if stages <= c.devices_per_node else c.inter
     sends = [p2p(s.profile.children[st[-1]].out_bytes * mb, link) for st in plan[:-1]]
     comm = 2 * sum(sends) + m * max([0.0, *(x - t_max for x in sends)])
     params = [sum(s.profile.children[i].params for i in st) for st in plan]
     if replicas > 1:
         comm += max(group_allreduce(4.0 * p, replicas, c, stride=stages) for p in params)
-    recurrent = bool(s.profile.time_steps)
     # 1F1B keeps min(M, K - k) micro-batches of activations; backpropagation through time keeps every
     # step of the whole batch.
     acts = s.profile.child_activation_bytes(max(1, math.ceil(b if recurrent else mb)))

@@ -69,6 +69,20 @@ class Setting:
             return model_step_seconds(self.profile, max(1, round(batch)), dev.threads, busy=busy) * fraction
         return self.profile.flops_per_sample * batch * fraction / dev.flops(self.profile.precision)
 
+    def recurrent_compute(self, batch: float, devices: int) -> float:
+        """Seconds of a whole training step of a recurrent model as escala's time-step pipeline runs
+        it: FLOPs on a described device; on a measured one, the engine itself timed in
+        ``min(devices, devices_per_node)`` processes at once
+        (:func:`escala.plan.calibrate_recurrent.recurrent_step_seconds`)."""
+        if not self.cluster.device.measured:
+            return self.compute(batch, devices=devices)
+        from escala.plan.calibrate_recurrent import recurrent_step_seconds
+
+        busy = min(devices, self.cluster.devices_per_node)
+        return recurrent_step_seconds(
+            self.profile, max(1, round(batch)), self.cluster.device.threads, busy=busy
+        )
+
     def tensor_compute(self, batch: float, shards: int, devices: int) -> float:
         """Seconds of one tensor-parallel shard's step (no communication) on ``batch`` samples.
 

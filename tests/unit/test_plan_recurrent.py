@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from escala.cli.main import main
@@ -64,3 +65,44 @@ def test_escala_plan_lstm_skips_tensor_and_limits_the_pipeline(tmp_path, capsys)
     assert "recurrent layers (lstm1, lstm2)" in reasons[("tensor", 2)]
     assert "2 recurrent layers" in reasons[("pipeline", 4)]
     assert "lstm" in capsys.readouterr().out
+
+
+def test_recurrent_pipeline_steps_are_a_time_step_of_the_engine(monkeypatch):
+    """A recurrent pipeline's micro-batch is one time step of the whole batch: 1/T of the batch's step
+    as escala's cell-by-cell engine runs it (calibrated on a measured device), split by FLOP share."""
+    from dataclasses import replace
+
+    import escala.plan.calibrate_recurrent as calibrate_recurrent
+    from escala.plan.cluster import load_cluster
+    from escala.plan.modelparallel import pipeline_cost, stage_plan
+    from escala.plan.profile import profile_model
+    from escala.plan.step import Setting
+
+    base = load_cluster(V100, measure=None)
+    profile = profile_model("lstm", input_shape=(1, 28, 28), num_classes=10, hidden=(64, 64))
+    measured = replace(base, device=replace(base.device, measured=True, overhead_measured=False, step_overhead=0.0))
+    calls = []
+
+    def engine_step(prof, batch, threads, busy=1):
+        calls.append((batch, busy))
+        return 0.056 if busy > 1 else 0.050
+
+    monkeypatch.setattr(calibrate_recurrent, "recurrent_step_seconds", engine_step)
+    s = Setting(measured, profile, 32)
+    row = pipeline_cost(s, 2)
+    total = sum(c.flops for c in profile.children)
+    share = [sum(profile.children[i].flops for i in st) / total for st in stage_plan(s, 2)]
+    t = [0.056 * f / 28 for f in share]  # both stages busy: per time step
+    assert (32, 2) in calls and (32, 1) in calls  # the whole batch, with 2 and 1 processes busy
+    assert row.compute == pytest.approx(28 * sum(t) / 2)
+    assert row.bubble == pytest.approx((2 - 1) * 0.050 * max(share) / 28 + 28 * (max(t) - sum(t) / 2))
+
+
+def test_recurrent_engine_step_calibration_runs():
+    """escala's time-step engine timed in one and in two processes at once (no timing asserted)."""
+    from escala.plan.calibrate_recurrent import recurrent_step_seconds
+    from escala.plan.profile import profile_model
+
+    tiny = profile_model("lstm", input_shape=(1, 4, 4), num_classes=3, hidden=(8, 8))
+    assert 0 < recurrent_step_seconds(tiny, 4, busy=1, count=2, rounds=1) < 5
+    assert 0 <= recurrent_step_seconds(tiny, 4, busy=2, count=2, rounds=1) < 5  # barrier subtracted
