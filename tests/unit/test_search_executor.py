@@ -1,7 +1,9 @@
-"""The local executor's reusable trial runners, the time budget, and pausing only where a rule decides."""
+"""The local executor's reusable trial runners, the time budget, and pausing only where a rule decides
+(the segments of a trial under torchrun)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 
@@ -92,6 +94,29 @@ def test_a_trial_paused_only_at_rungs_reports_every_epoch_and_equals_an_uninterr
         config, Reporter(1, str(tmp_path / "b"), {"cpus": 1}, lambda s, m: plain.append(m["val_acc"]))
     )
     assert paused["val_acc"] == whole["val_acc"] and [a for _, a in asked] == plain
+    assert paused["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-6)
+
+
+@pytest.mark.timeout(60)
+def test_the_segments_kept_for_torchrun_report_every_epoch_and_equal_an_uninterrupted_run(tmp_path, monkeypatch):
+    # under torchrun no process of the trial launched the others, so it cannot use the epoch hook;
+    # pretend so for train_trial only (the run itself still trains here, in segments ending at 1 and 3)
+    import escala.runtime
+
+    config = {"epochs": 3, "hidden": [16], "lr": 0.05, "batch_size": 64}
+    whole = train_trial(config, Reporter(1, str(tmp_path / "b"), {"cpus": 1}, lambda s, m: None))
+    launch_module = importlib.import_module("escala.train.launch")  # escala.train is also a function
+
+    monkeypatch.setattr(escala.runtime, "under_torchrun", lambda: True)
+    runs, run_training = [], launch_module.run_training
+    monkeypatch.setattr(
+        launch_module, "run_training", lambda cfg, **kw: runs.append(cfg.max_steps) or run_training(cfg, **kw)
+    )
+    asked = []
+    reporter = Reporter(0, str(tmp_path / "a"), {"cpus": 1}, lambda s, m: asked.append(s) or False, True, (1.0,))
+    paused = train_trial(config, reporter)
+    assert asked == [1.0, 2.0, 3.0] and len(runs) == 2  # segments: to epoch 1, then resumed to 3
+    assert paused["val_acc"] == whole["val_acc"]
     assert paused["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-6)
 
 
