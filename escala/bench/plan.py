@@ -65,13 +65,19 @@ CASES = (  # (planner strategy, devices, which workload)
     ("paramserver", 1, "mlp"),
     ("pipeline", 2, "pipe"),
     ("tensor", 2, "pipe"),
+    ("allreduce", 1, "lstm"),
+    ("pipeline", 2, "lstm"),
 )
 PIPE = {"shape": (256,), "hidden": (1024,) * 4, "batch": 256, "micro": 4}
+# A stacked LSTM reading 28 x 28 images row by row; its pipeline runs over the 28 time steps.
+LSTM = {"model": "lstm", "shape": (1, 28, 28), "hidden": (256, 256), "batch": 56}
 
 
 def _workload(kind: str, spec: dict) -> dict:
     if kind == "pipe":
         return {**PIPE, "samples": PIPE["batch"] * spec["pipe_steps"]}
+    if kind == "lstm":
+        return {**LSTM, "samples": LSTM["batch"] * spec["pipe_steps"]}
     return {
         "shape": spec["shape"],
         "hidden": spec["hidden"],
@@ -91,9 +97,10 @@ def validate_here(spec: dict) -> tuple[list[list], str]:
     from escala.plan import calibrate
     from escala.plan.validate import measured_step, train_fields
 
+    workloads = {kind: _workload(kind, spec) for kind in ("mlp", "pipe", "lstm")}
     profiles = {
-        kind: profile_model("mlp", input_shape=w["shape"], num_classes=10, hidden=w["hidden"])
-        for kind, w in (("mlp", _workload("mlp", spec)), ("pipe", _workload("pipe", spec)))
+        kind: profile_model(w.get("model", "mlp"), input_shape=w["shape"], num_classes=10, hidden=w["hidden"])
+        for kind, w in workloads.items()
     }
     runs: dict[int, list[tuple]] = {i: [] for i in range(len(CASES))}
     cluster = None
@@ -113,13 +120,17 @@ def validate_here(spec: dict) -> tuple[list[list], str]:
             row, why = predict(setting, strategy, devices)
             if row is None:
                 raise RuntimeError(f"bench plan: {strategy} on {devices}: {why}")
-            fields = train_fields(strategy, devices, h=spec["h"], microbatches=PIPE["micro"])
+            recurrent = w.get("model") == "lstm"  # pipelined over time steps
+            fields = train_fields(
+                strategy, devices, h=spec["h"], microbatches=PIPE["micro"], recurrent=recurrent
+            )
             measured = measured_step(
                 fields,
                 shape=w["shape"],
                 hidden=w["hidden"],
                 batch=w["batch"],
                 samples=w["samples"] * fields["workers"],
+                model=w.get("model", "mlp"),
             )
             runs[i].append((row, measured))
     rows = []
@@ -130,7 +141,7 @@ def validate_here(spec: dict) -> tuple[list[list], str]:
         processes = devices + 1 if row.strategy == "paramserver" else devices
         rows.append(
             [
-                row.strategy,
+                row.strategy + (" (lstm)" if CASES[i][2] == "lstm" else ""),
                 processes,
                 row.compute * 1e3,
                 (row.comm + row.wait) * 1e3,
@@ -251,7 +262,8 @@ def main(quick: bool = False, docs: str | None = None) -> None:
         "share this 2-core machine.\n\n"
         f"**This machine** (data parallel: MLP {spec['hidden']} on 1x28x28, batch {spec['batch']} per worker; "
         f"pipeline and tensor: MLP {PIPE['shape'][0]} -> {len(PIPE['hidden'])}x{PIPE['hidden'][0]} -> 10, batch "
-        f"{PIPE['batch']}, pipeline M={PIPE['micro']} 1F1B; localsgd H={spec['h']}; backup with 0 backups (2 "
+        f"{PIPE['batch']}, pipeline M={PIPE['micro']} 1F1B; (lstm): {len(LSTM['hidden'])}x{LSTM['hidden'][0]} LSTM over "
+        f"28x28 rows, batch {LSTM['batch']}, its pipeline over the 28 time steps; localsgd H={spec['h']}; backup with 0 backups (2 "
         "workers through the chief); paramserver 1 worker + 1 server process; every row is `escala train`, one "
         f"thread per process; the median ratio of {spec['repeats']} alternating calibrate/predict/measure "
         f"round(s); {note}). The prediction uses only the calibration: the model's step timed alone and with "

@@ -261,7 +261,13 @@ def _concurrent(
 
 
 def empty_step_seconds(
-    strategy: str, devices: int, batch: int, steps: int = 200, hidden: tuple | None = None, **kw
+    strategy: str,
+    devices: int,
+    batch: int,
+    steps: int = 200,
+    hidden: tuple | None = None,
+    time_steps: int = 0,
+    **kw,
 ) -> float:
     """Seconds per step of ``escala train`` running ``strategy`` on ``devices`` processes with an empty
     model (:data:`escala.plan.validate.EMPTY`): the fixed cost of a step of that strategy here.
@@ -270,22 +276,25 @@ def empty_step_seconds(
     the scheduler, hooks, metrics), DDP's bookkeeping, message headers and the wake-up of a process
     that blocked waiting for a peer. ``hidden``: the empty model's widths (2 units per layer; as many
     layers as the model predicted, so per-layer costs such as hooks and DTensor dispatch are in it).
-    The planner subtracts what it predicts for the same empty model
+    ``time_steps`` > 0: the empty model is the lstm zoo model (one layer of 2 units per entry of
+    ``hidden``) reading ``time_steps`` steps of one feature, so a recurrent pipeline's per-step messages
+    and waits are in it. The planner subtracts what it predicts for the same empty model
     and keeps the rest as ``overhead`` (:meth:`escala.plan.step.Setting.overhead`).
     """
     from escala.plan.validate import EMPTY, measured_step, train_fields
 
     hidden = tuple(hidden or EMPTY["hidden"])
-    key = ("empty", strategy, devices, batch, steps, hidden, tuple(sorted(kw.items())))
+    key = ("empty", strategy, devices, batch, steps, hidden, time_steps, tuple(sorted(kw.items())))
     if key not in _CACHE:
-        fields = train_fields(strategy, devices, **kw)
+        fields = train_fields(strategy, devices, recurrent=time_steps > 0, **kw)
         replicas = fields["workers"]
         _CACHE[key] = measured_step(
             fields,
-            shape=EMPTY["shape"],
+            shape=(time_steps, 1) if time_steps else EMPTY["shape"],
             hidden=hidden,
             batch=batch,
             samples=batch * replicas * steps,
+            model="lstm" if time_steps else "mlp",
         )
     return _CACHE[key]
 

@@ -90,7 +90,8 @@ def measured_overhead(s: Setting, strategy: str, row: StepCost) -> float:
     """An empty model's measured step under ``strategy`` here, minus this model's prediction for it.
 
     The empty model (two units per hidden layer, as many layers as an mlp being predicted, on 1x1x1
-    inputs) has no compute and no bytes to
+    inputs; for a recurrent model an lstm of 2-unit layers over the same number of time steps of one
+    feature) has no compute and no bytes to
     speak of, so what its step costs beyond the prediction is the strategy's fixed cost on this machine;
     it is added to every model's prediction. 0 for a layout this machine cannot run.
     """
@@ -102,7 +103,16 @@ def measured_overhead(s: Setting, strategy: str, row: StepCost) -> float:
     # As many layers as the model (an mlp), each of two units: per-layer fixed costs (autograd hooks,
     # DTensor dispatch, one collective per tensor-parallel message) are in the empty step.
     hidden = (2,) * len(s.profile.hidden) if s.profile.name == "mlp" and s.profile.hidden else EMPTY["hidden"]
-    empty = profile_model("mlp", input_shape=EMPTY["shape"], num_classes=s.profile.num_classes, hidden=hidden)
+    time_steps = s.profile.time_steps
+    if time_steps:  # a recurrent model: an lstm of 2-unit layers over as many steps of one feature
+        hidden = (2,) * len(s.profile.recurrent_layers)
+        empty = profile_model(
+            "lstm", input_shape=(time_steps, 1), num_classes=s.profile.num_classes, hidden=hidden
+        )
+    else:
+        empty = profile_model(
+            "mlp", input_shape=EMPTY["shape"], num_classes=s.profile.num_classes, hidden=hidden
+        )
     quiet = replace(s.cluster, device=replace(dev, overhead_measured=False, step_overhead=0.0))
     predicted, _ = predict(replace(s, cluster=quiet, profile=empty), strategy, row.devices)
     replicas = row.layout.get("data", 1)
@@ -113,6 +123,7 @@ def measured_overhead(s: Setting, strategy: str, row: StepCost) -> float:
             row.devices,
             batch,
             hidden=hidden,
+            time_steps=time_steps,
             h=s.localsgd_h,
             # (a recurrent pipeline's time steps may outnumber the batch's samples)
             microbatches=min(row.layout.get("microbatches", 4), batch),

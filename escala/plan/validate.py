@@ -16,10 +16,19 @@ from typing import Any
 EMPTY = {"shape": (1, 1, 1), "hidden": (2,)}  # two hidden units: a tensor-parallel split needs T | hidden
 
 
-def train_fields(strategy: str, devices: int, *, h: int = 4, microbatches: int = 4, backups: int = 0) -> dict:
+def train_fields(
+    strategy: str,
+    devices: int,
+    *,
+    h: int = 4,
+    microbatches: int = 4,
+    backups: int = 0,
+    recurrent: bool = False,
+) -> dict:
     """``escala train`` fields running the planner's ``strategy`` on ``devices`` processes of this machine.
 
-    ``paramserver`` on ``devices`` means that many workers plus one server process.
+    ``paramserver`` on ``devices`` means that many workers plus one server process. ``recurrent``: the
+    model is pipelined over its time steps (no micro-batches, no 1F1B).
     """
     base, _, codec = strategy.partition("+")
     fields: dict[str, Any] = {"strategy": "allreduce", "workers": devices}
@@ -32,6 +41,8 @@ def train_fields(strategy: str, devices: int, *, h: int = 4, microbatches: int =
         fields.update(strategy="backup", backups=backups)
     elif base == "paramserver":
         fields.update(strategy="paramserver", servers=1)
+    elif base == "pipeline" and recurrent:
+        fields.update(workers=1, pipeline=devices)
     elif base == "pipeline":
         fields.update(workers=1, pipeline=devices, microbatches=microbatches, pipeline_schedule="1f1b")
     elif base == "tensor":
@@ -42,7 +53,14 @@ def train_fields(strategy: str, devices: int, *, h: int = 4, microbatches: int =
 
 
 def measured_step(
-    fields: dict, *, shape: tuple, hidden: tuple, batch: int, samples: int, epochs: int = 1
+    fields: dict,
+    *,
+    shape: tuple,
+    hidden: tuple,
+    batch: int,
+    samples: int,
+    epochs: int = 1,
+    model: str = "mlp",
 ) -> float:
     """Seconds per training step of ``escala train`` with ``fields`` on synthetic data, one thread per
     process (the trainer's samples/s: training steps only, no evaluation or start-up)."""
@@ -54,7 +72,7 @@ def measured_step(
             "dataset": "synthetic",
             "synthetic_samples": samples,
             "synthetic_shape": tuple(shape),
-            "model": "mlp",
+            "model": model,
             "hidden": tuple(hidden),
             "batch_size": batch,
             "epochs": epochs,

@@ -132,6 +132,8 @@ def test_lockstep_compute_and_empty_step_run():
     assert post_step_allreduce_factor(tiny, 4, busy=1) == 1.0
     assert 0 < empty_step_seconds("allreduce", 1, 8, steps=20) < 1
     assert 0 < empty_step_seconds("allreduce", 1, 8, steps=20, hidden=(2, 2)) < 1
+    # a recurrent pipeline's empty model: an lstm of 2-unit layers over 4 time steps, in 2 processes
+    assert 0 < empty_step_seconds("pipeline", 2, 8, steps=5, hidden=(2, 2), time_steps=4) < 5
 
 
 def test_shard_model_has_the_shard_shapes():
