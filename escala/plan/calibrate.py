@@ -221,6 +221,27 @@ def _fixed_count_mean(fn, count: int) -> float:
     return (time.perf_counter() - t0) / count
 
 
+def lockstep_seconds(step, count: int, rounds: int) -> float:
+    """Mean seconds of ``step`` when every process of the group runs it in lockstep: each call is
+    followed by a 4-byte all-reduce (the barrier a synchronous step has), whose own cost, timed alone
+    in interleaved rounds (so a slow spell of the machine falls on both alike), is subtracted. Every
+    process must call it with the same ``count`` and ``rounds``."""
+    import torch.distributed as dist
+
+    flag = torch.zeros(1)
+
+    def lockstep() -> None:
+        step()
+        dist.all_reduce(flag)
+
+    sums = [0.0, 0.0]
+    for _ in range(rounds):
+        for i, fn in enumerate((lockstep, lambda: dist.all_reduce(flag))):
+            sums[i] += _fixed_count_mean(fn, count)
+    both, barrier = (t / rounds for t in sums)
+    return max(both - barrier, 0.0)
+
+
 def model_step_seconds(
     profile, batch: int, n_threads: int = 1, repeats: int = 5, fraction: float = 1.0, busy: int = 1
 ) -> float:

@@ -57,25 +57,16 @@ def _engine_step(args, batch: int, group):
 
 
 def _worker(rank, store_path, processes, args, batch, n_threads, count, rounds, out) -> None:
-    from escala.plan.calibrate import _fixed_count_mean
+    from escala.plan.calibrate import lockstep_seconds
 
     dist = join_group(rank, store_path, processes, n_threads)
     try:
         groups = [dist.new_group([r]) for r in range(processes)]  # every process creates every group
         step = _engine_step(args, batch, groups[rank])
-        flag = torch.zeros(1)
 
-        def lockstep() -> None:
-            step()
-            dist.all_reduce(flag)
-
-        sums = [0.0, 0.0]
-        for _ in range(rounds):  # interleaved, so a slow spell of the machine falls on both alike
-            for i, fn in enumerate((lockstep, lambda: dist.all_reduce(flag))):
-                sums[i] += _fixed_count_mean(fn, count)
-        both, barrier = (t / rounds for t in sums)
+        seconds = lockstep_seconds(step, count, rounds)
         if rank == 0:
-            out.put(max(both - barrier, 0.0))
+            out.put(seconds)
         dist.barrier()
     finally:
         shutdown()

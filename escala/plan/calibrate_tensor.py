@@ -68,7 +68,7 @@ def _shard_step_worker(
     from torch.distributed.device_mesh import DeviceMesh
 
     from escala.parallel.model.tensor import tensor_parallel
-    from escala.plan.calibrate import _fixed_count_mean, make_optimizer
+    from escala.plan.calibrate import lockstep_seconds, make_optimizer
 
     dist = join_group(rank, store_path, processes, n_threads)
     try:
@@ -80,25 +80,15 @@ def _shard_step_worker(
         opt = make_optimizer(model.parameters(), optimizer)
         x = torch.randn(batch, *shape)
         y = torch.randint(0, classes, (batch,))
-        flag = torch.zeros(1)
-
         def step() -> None:
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-        def lockstep() -> None:
-            step()
-            dist.all_reduce(flag)
-
-        sums = [0.0, 0.0]
-        for _ in range(rounds):  # interleaved, so a slow spell of the machine falls on both alike
-            for i, fn in enumerate((lockstep, lambda: dist.all_reduce(flag))):
-                sums[i] += _fixed_count_mean(fn, count)
-        both, barrier = (t / rounds for t in sums)
+        seconds = lockstep_seconds(step, count, rounds)
         if rank == 0:
-            out.put(max(both - barrier, 0.0))
+            out.put(seconds)
         dist.barrier()
     finally:
         shutdown()
