@@ -42,15 +42,7 @@ SPEC = {
     "repeats": 3,
     "h": 4,
 }
-QUICK = {
-    "samples": 4096,
-    "shape": (1, 28, 28),
-    "hidden": (512, 256),
-    "batch": 64,
-    "pipe_steps": 16,
-    "repeats": 1,
-    "h": 4,
-}
+QUICK = {**SPEC, "samples": 4096, "pipe_steps": 16, "repeats": 1}
 PUBLISHED_GOYAL = 0.90
 
 

@@ -15,7 +15,8 @@
   and the bandwidth ``1 / b = 1 / c1``; a ping-pong of the same sizes gives the one-way message line
   ``t = a' + n b'`` (``p2p_latency``, ``p2p_bandwidth``). The processes have a timeout and are killed
   past it;
-* ``empty_step_seconds``: ``escala train`` of an empty model under a strategy (its fixed cost per step).
+* the fixed cost of a strategy's step, ``escala train`` on an empty model, is in
+  :func:`escala.plan.validate.empty_step_seconds`.
 
 Means, not medians, wherever a run pays every call: throughput is samples over *total* time, and on a
 shared machine the occasional stalled call (a process descheduled while its peer waits) is part of it.
@@ -181,18 +182,11 @@ def _busy_worker(rank, store_path, args, batch, n_threads, seconds, processes, o
     dist = join_group(rank, store_path, processes, n_threads)
     try:
         step = _step_loop(*args, batch, 1)
-        flag = torch.zeros(1)
-
-        def lockstep() -> None:
-            step()
-            dist.all_reduce(flag)
-
         count = max(10, int(seconds / max(_time_calls(step, 3, warmup=2, min_seconds=0.0), 1e-6)))
         agreed = torch.tensor([count])
         dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
         count = min(int(agreed), 2000)
-        both = _fixed_count_mean(lockstep, count)
-        barrier = _fixed_count_mean(lambda: dist.all_reduce(flag), count)
+        compute = lockstep_seconds(step, count, rounds=1)
         # The gradient all-reduce as a synchronous step issues it: right after the step, on a buffer of
         # the gradient's size, against the same all-reduce back to back.
         grads = torch.zeros(step.numel)
@@ -201,10 +195,10 @@ def _busy_worker(rank, store_path, args, batch, n_threads, seconds, processes, o
             step()
             dist.all_reduce(grads)
 
-        post = _fixed_count_mean(after_step, count) - both + barrier
+        post = _fixed_count_mean(after_step, count) - compute
         alone = _fixed_count_mean(lambda: dist.all_reduce(grads), min(count, 200))
         if rank == 0:
-            out.put((max(both - barrier, 0.0), max(post, 0.0) / max(alone, 1e-9)))
+            out.put((compute, max(post, 0.0) / max(alone, 1e-9)))
         dist.barrier()
     finally:
         shutdown()
@@ -279,45 +273,6 @@ def _concurrent(
     return run_calibration(
         _busy_worker, processes, args, timeout_s, f"timing the model in {processes} processes"
     )
-
-
-def empty_step_seconds(
-    strategy: str,
-    devices: int,
-    batch: int,
-    steps: int = 200,
-    hidden: tuple | None = None,
-    time_steps: int = 0,
-    **kw,
-) -> float:
-    """Seconds per step of ``escala train`` running ``strategy`` on ``devices`` processes with an empty
-    model (:data:`escala.plan.validate.EMPTY`): the fixed cost of a step of that strategy here.
-
-    What it buys is the part of a step no FLOP or byte count sees: escala's loop (fetching the batch,
-    the scheduler, hooks, metrics), DDP's bookkeeping, message headers and the wake-up of a process
-    that blocked waiting for a peer. ``hidden``: the empty model's widths (2 units per layer; as many
-    layers as the model predicted, so per-layer costs such as hooks and DTensor dispatch are in it).
-    ``time_steps`` > 0: the empty model is the lstm zoo model (one layer of 2 units per entry of
-    ``hidden``) reading ``time_steps`` steps of one feature, so a recurrent pipeline's per-step messages
-    and waits are in it. The planner subtracts what it predicts for the same empty model
-    and keeps the rest as ``overhead`` (:meth:`escala.plan.step.Setting.overhead`).
-    """
-    from escala.plan.validate import EMPTY, measured_step, train_fields
-
-    hidden = tuple(hidden or EMPTY["hidden"])
-    key = ("empty", strategy, devices, batch, steps, hidden, time_steps, tuple(sorted(kw.items())))
-    if key not in _CACHE:
-        fields = train_fields(strategy, devices, recurrent=time_steps > 0, **kw)
-        replicas = fields["workers"]
-        _CACHE[key] = measured_step(
-            fields,
-            shape=(time_steps, 1) if time_steps else EMPTY["shape"],
-            hidden=hidden,
-            batch=batch,
-            samples=batch * replicas * steps,
-            model="lstm" if time_steps else "mlp",
-        )
-    return _CACHE[key]
 
 
 def codec_seconds(name: str, numel: int, n_threads: int = 1, momentum: float = 0.0) -> tuple[float, float]:

@@ -95,9 +95,8 @@ def measured_overhead(s: Setting, strategy: str, row: StepCost) -> float:
     speak of, so what its step costs beyond the prediction is the strategy's fixed cost on this machine;
     it is added to every model's prediction. 0 for a layout this machine cannot run.
     """
-    from escala.plan.calibrate import empty_step_seconds
     from escala.plan.profile import profile_model
-    from escala.plan.validate import EMPTY
+    from escala.plan.validate import EMPTY, empty_step_seconds
 
     dev = s.cluster.device
     # As many layers as the model (an mlp), each of two units: per-layer fixed costs (autograd hooks,

@@ -117,13 +117,9 @@ def test_gloo_calibration_two_processes():
 def test_lockstep_compute_and_empty_step_run():
     """Two processes time the model in lockstep (a barrier each step), and an empty model trains
     through escala train: both finish and give a positive time (no timing is asserted)."""
-    from escala.plan.calibrate import (
-        _CACHE,
-        empty_step_seconds,
-        model_step_seconds,
-        post_step_allreduce_factor,
-    )
+    from escala.plan.calibrate import _CACHE, model_step_seconds, post_step_allreduce_factor
     from escala.plan.profile import profile_model
+    from escala.plan.validate import empty_step_seconds
 
     tiny = profile_model("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=(8,))
     _CACHE.clear()
